@@ -1,0 +1,37 @@
+# vmha — two entry points: `make demo` (the main job) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo venv lint typecheck layers unit clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy src/vmha/domain src/vmha/ports.py $(wildcard src/vmha/engine)
+
+layers: $(STAMP)
+	$(BIN)/lint-imports
+
+# pytest exits 5 when a tier collects no test; that is not a failure here.
+test: $(STAMP)
+	scripts/ensure-postgres.sh
+	$(MAKE) --no-print-directory lint typecheck layers
+	$(BIN)/pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+demo: $(STAMP)
+	$(BIN)/vmha demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,206 @@
+"""Typed configuration: one TOML file plus VMHA_* environment overrides.
+
+`load_settings(path)` reads the file (path from `--config`, else
+`VMHA_CONFIG`, else `vmha.toml` in the working directory when present, else
+built-in defaults), applies environment overrides such as
+`VMHA_STORE__URL` or `VMHA_API__LISTEN` (`__` separates sections), and
+returns a validated `Settings`. Any error becomes a ConfigError that names
+the key, the bad value and what is allowed; callers exit before starting.
+
+Settings are passed down as objects; nothing reads them from a global.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import ValidationError as PydanticValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from vmha.errors import ConfigError
+
+DEFAULT_PORT = 8790
+ROLES = ("admin", "operator", "viewer")
+
+
+def default_data_dir() -> Path:
+    """Where vmha keeps its SQLite database when no URL is configured."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/vmha")
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "vmha"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TokenConfig(_Section):
+    """An API bearer token and its role."""
+
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    role: str
+    name: str = ""
+
+    @field_validator("role")
+    @classmethod
+    def _role(cls, value: str) -> str:
+        if value in ROLES:
+            return value
+        if value.startswith("project:") and len(value) > len("project:"):
+            return value
+        raise ValueError(
+            f"{value!r} is not a role; allowed: admin, operator, viewer, project:<id>"
+        )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TokenConfig:
+        if (self.token is None) == (self.token_file is None):
+            raise ValueError("give exactly one of token or token_file")
+        return self
+
+    def secret(self) -> str:
+        """The token's value (read from token_file when given)."""
+        if self.token is not None:
+            return self.token.get_secret_value()
+        assert self.token_file is not None
+        try:
+            value = self.token_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"api.tokens: cannot read token_file {str(self.token_file)!r}: {exc.strerror}"
+            ) from exc
+        if not value:
+            raise ConfigError(f"api.tokens: token_file {str(self.token_file)!r} is empty")
+        return value
+
+
+class ApiConfig(_Section):
+    listen: str = f"127.0.0.1:{DEFAULT_PORT}"
+    tokens: tuple[TokenConfig, ...] = ()
+    max_page_size: int = Field(default=1000, ge=1, le=10000)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{value!r} is not HOST:PORT (for example 127.0.0.1:8790)")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class StoreConfig(_Section):
+    url: str = ""  # empty: sqlite file under data_dir
+    data_dir: Path = Field(default_factory=default_data_dir)
+    echo: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite:", "postgresql")):
+            raise ValueError(
+                f"{value!r} is not supported; use sqlite:///PATH or postgresql+psycopg://..."
+            )
+        return value
+
+    def effective_url(self) -> str:
+        return self.url or f"sqlite:///{self.data_dir / 'vmha.db'}"
+
+
+class LogConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Settings(BaseSettings):
+    """The whole configuration of a vmha controller."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VMHA_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment wins over the file, which arrives as init kwargs.
+        return (env_settings, init_settings)
+
+
+def resolve_config_path(path: str | Path | None) -> Path | None:
+    if path:
+        return Path(path)
+    env = os.environ.get("VMHA_CONFIG")
+    if env:
+        return Path(env)
+    local = Path("vmha.toml")
+    return local if local.is_file() else None
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Read, merge and validate the configuration, or raise ConfigError."""
+    file_path = resolve_config_path(path)
+    data: dict[str, Any] = {}
+    if file_path is not None:
+        try:
+            data = tomllib.loads(file_path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(file_path)!r} does not exist") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {str(file_path)!r}: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file_path}: not valid TOML: {exc}") from exc
+    try:
+        settings = Settings(**data)
+    except PydanticValidationError as exc:
+        raise ConfigError(_describe(exc, file_path)) from None
+    for token in settings.api.tokens:
+        token.secret()  # a missing token_file is a config error, found now
+    return settings
+
+
+def _describe(exc: PydanticValidationError, file_path: Path | None) -> str:
+    where = f"{file_path}: " if file_path else ""
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        value = err.get("input")
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        shown = "***" if "token" in key or "password" in key else repr(value)
+        lines.append(f"{where}{key} = {shown}: {msg}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def masked(settings: Settings) -> dict[str, Any]:
+    """The effective configuration as plain data, with every secret masked."""
+    data = settings.model_dump(mode="json")
+    for token in data["api"]["tokens"]:
+        if token.get("token") is not None:
+            token["token"] = "***"
+    return data

@@ -1,0 +1,133 @@
+"""Ports: what vmha's logic needs from the world, as small Protocols.
+
+The engine, the API and the simulator talk to the world only through these.
+Each port has a real adapter and a fake in `vmha.adapters.<port>` (the fake
+is shared by unit tests and the simulator). Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+from vmha.domain.model import Event, Host, Instance, Job, Segment
+from vmha.domain.policy import HAPolicy
+
+T = TypeVar("T")
+
+
+class Clock(Protocol):
+    """Time for the controller. Real: wall clock; simulated: virtual."""
+
+    def now(self) -> float:
+        """Seconds since the epoch (virtual in the simulator)."""
+        ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class IdGen(Protocol):
+    def new_id(self) -> str:
+        """A new unique identifier (uuid4 text in production)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """Pagination, filtering and sorting for list calls.
+
+    `marker` is the key (name or id) of the last item of the previous page;
+    `filters` maps a filterable field (segment, state, project, host) to the
+    wanted value; `sort` names a sortable field, `desc` reverses it.
+    """
+
+    limit: int = 100
+    marker: str | None = None
+    sort: str | None = None
+    desc: bool = False
+    filters: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: Sequence[T]
+    next_marker: str | None = None
+
+
+@dataclass(frozen=True)
+class EventQuery:
+    since: int = 0  # return events with id > since
+    types: Sequence[str] = ()  # exact types or prefixes ending in '*'
+    subject: str | None = None
+    project: str | None = None  # only instance events of this project
+    limit: int = 100
+
+
+@dataclass(frozen=True)
+class NamedPolicy:
+    name: str
+    policy: HAPolicy
+    description: str = ""
+
+
+class Store(Protocol):
+    """Durable state. Every mutating call takes `events`, written in the same
+    transaction as the change (the outbox of DESIGN.md rule 5).
+
+    Errors: NotFound, Conflict (duplicate key, referenced resource, stale
+    job generation), StoreUnavailable (database down). Calls are synchronous;
+    async callers run them in a thread.
+    """
+
+    # segments (key: name)
+    def create_segment(self, segment: Segment, events: Sequence[Event] = ()) -> Segment: ...
+    def get_segment(self, name: str) -> Segment: ...
+    def list_segments(self, query: ListQuery) -> Page[Segment]: ...
+    def update_segment(self, segment: Segment, events: Sequence[Event] = ()) -> Segment: ...
+    def delete_segment(self, name: str, events: Sequence[Event] = ()) -> None: ...
+
+    # hosts (key: name; filters: segment, state)
+    def create_host(self, host: Host, events: Sequence[Event] = ()) -> Host: ...
+    def get_host(self, name: str) -> Host: ...
+    def list_hosts(self, query: ListQuery) -> Page[Host]: ...
+    def update_host(self, host: Host, events: Sequence[Event] = ()) -> Host: ...
+    def delete_host(self, name: str, events: Sequence[Event] = ()) -> None: ...
+
+    # instances (key: id; filters: host, segment, state, project)
+    def create_instance(self, instance: Instance, events: Sequence[Event] = ()) -> Instance: ...
+    def get_instance(self, instance_id: str) -> Instance: ...
+    def list_instances(self, query: ListQuery) -> Page[Instance]: ...
+    def update_instance(self, instance: Instance, events: Sequence[Event] = ()) -> Instance: ...
+    def delete_instance(self, instance_id: str, events: Sequence[Event] = ()) -> None: ...
+
+    # named policies (key: name)
+    def create_policy(self, policy: NamedPolicy) -> NamedPolicy: ...
+    def get_policy(self, name: str) -> NamedPolicy: ...
+    def list_policies(self, query: ListQuery) -> Page[NamedPolicy]: ...
+    def update_policy(self, policy: NamedPolicy) -> NamedPolicy: ...
+    def delete_policy(self, name: str) -> None: ...
+
+    # events (the outbox); ids are assigned here, strictly increasing
+    def append_events(self, events: Sequence[Event]) -> list[Event]: ...
+    def list_events(self, query: EventQuery) -> list[Event]: ...
+
+    # jobs (key: id; filters: kind, state, subject)
+    def create_job(self, job: Job, events: Sequence[Event] = ()) -> Job: ...
+    def get_job(self, job_id: str) -> Job: ...
+    def list_jobs(self, query: ListQuery) -> Page[Job]: ...
+    def save_job(
+        self, job: Job, expected_generation: int, events: Sequence[Event] = ()
+    ) -> Job:
+        """Replace a job if its stored generation is still
+        `expected_generation`; else Conflict (a newer attempt owns it)."""
+        ...
+
+    # health
+    def ping(self) -> None:
+        """Raise StoreUnavailable when the database cannot be reached."""
+        ...
+
+    def schema_current(self) -> bool:
+        """Whether every migration has been applied."""
+        ...
