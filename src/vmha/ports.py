@@ -7,11 +7,12 @@ is shared by unit tests and the simulator). Nothing here does I/O.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
-from vmha.domain.model import Event, Host, Instance, Job, Segment
+from vmha.domain.model import Event, Host, Instance, InstanceState, Job, Segment
 from vmha.domain.policy import HAPolicy
 
 T = TypeVar("T")
@@ -131,3 +132,58 @@ class Store(Protocol):
     def schema_current(self) -> bool:
         """Whether every migration has been applied."""
         ...
+
+
+class PowerState(str, enum.Enum):
+    ON = "on"
+    OFF = "off"
+    UNKNOWN = "unknown"
+
+
+class Fencer(Protocol):
+    """One power-fencing method (ipmi, redfish, fence_agent ...) for hosts.
+
+    Errors: TemporaryError when the BMC cannot be reached within the
+    method's timeout; Unauthenticated on bad credentials. `power_off`
+    returns once the request is accepted: confirmation is a later
+    `power_status` read that says OFF.
+    """
+
+    method: str
+
+    async def power_status(self, host: Host) -> PowerState: ...
+    async def power_off(self, host: Host) -> None: ...
+    async def power_on(self, host: Host) -> None: ...
+
+
+class Cloud(Protocol):
+    """Operations on instances and compute services (libvirt or OpenStack).
+
+    Every call is idempotent, keyed by the instance id: starting an instance
+    that already runs on `host` succeeds without a second copy.
+    """
+
+    async def start_instance(self, instance: Instance, host: str, stopped: bool = False) -> None:
+        """Define the instance on `host` and start it (or leave it stopped)."""
+        ...
+
+    async def stop_instance(self, instance: Instance, host: str) -> None: ...
+    async def reset_instance(self, instance: Instance, host: str) -> None: ...
+    async def instance_state(self, instance: Instance, host: str) -> InstanceState: ...
+    async def disable_host(self, host: str, reason: str) -> None: ...
+    async def enable_host(self, host: str) -> None: ...
+
+
+class PeerProber(Protocol):
+    """Asks a host's agent whether it can reach another host (confirmation)."""
+
+    async def probe(self, via: str, target: str, timeout_s: float) -> bool | None:
+        """True: `via` reached `target`; False: it could not; None: `via`
+        itself did not answer (its verdict does not count)."""
+        ...
+
+
+class Bus(Protocol):
+    """Hands stored events to subscribers (SSE, webhooks, AMQP)."""
+
+    async def publish(self, events: Sequence[Event]) -> None: ...
