@@ -19,6 +19,7 @@ from vmha.domain.errors import InvalidTransition, ValidationError
 from vmha.domain.policy import HAPolicy
 
 NAME_MAX = 64
+FENCE_METHODS = ("ipmi", "redfish", "fence_agent", "agent_watchdog", "manual")
 
 
 class RecoveryMethod(str, enum.Enum):
@@ -198,12 +199,22 @@ class Host:
     reserved: bool = False
     maintenance: bool = False
     bmc: str | None = None  # reference to BMC settings (fencing issue)
+    # Fence levels, tried in order; a level is a tuple of methods that must
+    # all confirm, e.g. (("redfish",), ("ipmi",), ("agent_watchdog",)).
+    fence_levels: tuple[tuple[str, ...], ...] = ()
     state_reason: str = ""
     state_since: float = 0.0
 
     def __post_init__(self) -> None:
         check_name("name", self.name)
         check_name("segment", self.segment)
+        for level in self.fence_levels:
+            for method in level:
+                if method not in FENCE_METHODS:
+                    raise ValidationError(
+                        "fence_levels",
+                        f"{method!r} is not a fence method; allowed: {', '.join(FENCE_METHODS)}",
+                    )
 
     @property
     def schedulable(self) -> bool:
