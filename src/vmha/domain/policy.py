@@ -71,9 +71,10 @@ class Probe:
             raise ValidationError("target", "must not be empty")
         if self.kind is ProbeKind.HTTP and not self.target.startswith(("http://", "https://")):
             raise ValidationError("target", f"{self.target!r} is not an http(s) URL")
-        if self.kind is ProbeKind.TCP:
-            if not self.target.isdigit() or not 0 < int(self.target) < 65536:
-                raise ValidationError("target", f"{self.target!r} is not a TCP port (1-65535)")
+        if self.kind is ProbeKind.TCP and not (
+            self.target.isdigit() and 0 < int(self.target) < 65536
+        ):
+            raise ValidationError("target", f"{self.target!r} is not a TCP port (1-65535)")
         if not 0 < self.interval_s <= 3600:
             raise ValidationError("interval_s", "must be in (0, 3600]")
         if not 0 < self.timeout_s <= self.interval_s:

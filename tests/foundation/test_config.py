@@ -1,0 +1,84 @@
+"""Configuration: TOML + environment, clear errors, masked secrets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vmha.config import load_settings, masked
+from vmha.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "vmha.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_a_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VMHA_CONFIG", raising=False)
+    settings = load_settings()
+    assert settings.api.port == 8790
+    assert settings.store.effective_url().startswith("sqlite:///")
+
+
+def test_file_and_environment_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[api]\nlisten = "127.0.0.1:9000"\n[[api.tokens]]\ntoken = "t0p"\nrole = "admin"\n'
+        '[store]\nurl = "sqlite:///x.db"\n',
+    )
+    monkeypatch.setenv("VMHA_STORE__URL", "postgresql+psycopg://db/vmha")
+    settings = load_settings(path)
+    assert settings.api.port == 9000
+    assert settings.store.url == "postgresql+psycopg://db/vmha"
+    assert settings.api.tokens[0].secret() == "t0p"
+
+
+def test_vmha_config_env_names_the_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = write(tmp_path, '[api]\nlisten = "127.0.0.1:9001"\n')
+    monkeypatch.setenv("VMHA_CONFIG", str(path))
+    assert load_settings().api.port == 9001
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('[api]\nlisten = "nowhere"\n', "api.listen = 'nowhere'"),
+        ('[api]\nlistne = "127.0.0.1:1"\n', "api.listne"),
+        ('[[api.tokens]]\ntoken = "x"\nrole = "root"\n', "project:<id>"),
+        ('[[api.tokens]]\nrole = "admin"\n', "exactly one of token or token_file"),
+        ('[store]\nurl = "mysql://x"\n', "store.url = 'mysql://x'"),
+        ("[api\n", "not valid TOML"),
+    ],
+)
+def test_bad_config_names_key_and_value(tmp_path: Path, text: str, words: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text))
+    assert words in str(info.value)
+
+
+def test_missing_token_file_is_a_config_error(tmp_path: Path) -> None:
+    path = write(tmp_path, f'[[api.tokens]]\ntoken_file = "{tmp_path}/nope"\nrole = "viewer"\n')
+    with pytest.raises(ConfigError, match="cannot read token_file"):
+        load_settings(path)
+
+
+def test_masked_hides_every_token(tmp_path: Path) -> None:
+    secret_file = tmp_path / "tok"
+    secret_file.write_text("from-file-secret\n")
+    path = write(
+        tmp_path,
+        '[[api.tokens]]\ntoken = "inline-secret"\nrole = "admin"\n'
+        f'[[api.tokens]]\ntoken_file = "{secret_file}"\nrole = "project:p1"\n',
+    )
+    shown = repr(masked(load_settings(path)))
+    assert "inline-secret" not in shown and "from-file-secret" not in shown
+    assert "***" in shown
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "absent.toml")
