@@ -1,0 +1,139 @@
+"""What may be sorted and filtered in each list call, shared by every store.
+
+`FakeStore` and `SqlStore` both turn a `ListQuery` into a `Plan` here, so
+they accept and refuse exactly the same queries (same fields, same error
+messages). Filter values arrive as text (query strings) and are parsed to
+the stored column value. No I/O here.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from vmha.domain.errors import ValidationError
+from vmha.domain.model import HostState, InstanceState, JobKind, JobState
+from vmha.ports import EventQuery, ListQuery
+
+LIMIT_MAX = 1000
+EVENT_LIMIT_MAX = 10000
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A listable resource: its key column, sortable fields and filters.
+
+    `filters` maps a filter name to the enum its values must belong to, or
+    to `bool` / `str`.
+    """
+
+    kind: str  # singular name used in errors: "segment", "host" ...
+    key: str
+    sorts: tuple[str, ...]
+    default_sort: str
+    filters: Mapping[str, Any]
+
+
+SEGMENTS = Resource("segment", "name", ("name",), "name", {"enabled": bool})
+HOSTS = Resource(
+    "host", "name", ("name", "state", "segment"), "name",
+    {"segment": str, "state": HostState},
+)
+INSTANCES = Resource(
+    "instance", "id", ("id", "name", "state", "host", "project"), "id",
+    {"host": str, "segment": str, "state": InstanceState, "project": str},
+)
+POLICIES = Resource("policy", "name", ("name",), "name", {})
+JOBS = Resource(
+    "job", "id", ("created_at", "updated_at", "state", "kind", "id"), "created_at",
+    {"kind": JobKind, "state": JobState, "subject": str},
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated list query: sort field, direction, page size, filters."""
+
+    sort: str
+    desc: bool
+    limit: int
+    marker: str | None
+    filters: Mapping[str, Any]
+
+
+def plan(resource: Resource, query: ListQuery) -> Plan:
+    """Check `query` against `resource`; raise ValidationError naming the field."""
+    if not 1 <= query.limit <= LIMIT_MAX:
+        raise ValidationError("limit", f"{query.limit} is outside 1..{LIMIT_MAX}")
+    sort = query.sort or resource.default_sort
+    if sort not in resource.sorts:
+        allowed = ", ".join(resource.sorts)
+        raise ValidationError("sort", f"cannot sort by {sort!r}; allowed: {allowed}")
+    filters = {key: _parse_filter(resource, key, value) for key, value in query.filters.items()}
+    return Plan(sort, query.desc, query.limit, query.marker or None, filters)
+
+
+def _parse_filter(resource: Resource, key: str, value: str) -> Any:
+    kind = resource.filters.get(key)
+    if kind is None:
+        allowed = ", ".join(resource.filters) or "none"
+        raise ValidationError(key, f"unknown filter {key!r}; allowed: {allowed}")
+    if kind is bool:
+        lowered = str(value).lower()
+        if lowered not in ("true", "false"):
+            raise ValidationError(key, f"{value!r} is not 'true' or 'false'")
+        return lowered == "true"
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        allowed_values = [str(member.value) for member in kind]
+        if value not in allowed_values:
+            raise ValidationError(key, f"{value!r} is not one of: {', '.join(allowed_values)}")
+        return value
+    return str(value)
+
+
+def check_event_query(query: EventQuery) -> None:
+    if not 1 <= query.limit <= EVENT_LIMIT_MAX:
+        raise ValidationError("limit", f"{query.limit} is outside 1..{EVENT_LIMIT_MAX}")
+    if query.since < 0:
+        raise ValidationError("since", "must be zero or more")
+
+
+def type_matches(event_type: str, patterns: Sequence[str]) -> bool:
+    """Exact type, or a prefix when the pattern ends with '*'."""
+    for pattern in patterns:
+        if pattern.endswith("*"):
+            if event_type.startswith(pattern[:-1]):
+                return True
+        elif event_type == pattern:
+            return True
+    return False
+
+
+# Error messages both stores use (the contract tests compare them).
+
+
+def already_exists(kind: str, key: str) -> str:
+    return f"{kind} {key!r} already exists"
+
+
+def segment_has_hosts(name: str, hosts: int) -> str:
+    return (
+        f"segment {name!r} still has {hosts} host(s); "
+        "delete them or move them to another segment first"
+    )
+
+
+def policy_in_use(name: str, instances: int, segments: int) -> str:
+    return (
+        f"policy {name!r} is still used by {instances} instance(s) and {segments} "
+        "segment(s); point them at another policy first"
+    )
+
+
+def stale_job(job_id: str, expected: int, stored: int) -> str:
+    return (
+        f"job {job_id!r} is at generation {stored}, not {expected}: a newer attempt "
+        "owns it; reload the job and retry"
+    )

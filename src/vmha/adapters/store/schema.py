@@ -1,0 +1,104 @@
+"""The tables of the SQL store (SQLAlchemy Core), for SqlStore and Alembic.
+
+Plain columns for what lists filter and sort on, JSON for the rest. The
+migrations in `migrations/versions` create exactly this; a test compares
+the two, so change both together (add a new migration, never edit 0001).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+NAME = sa.String(64)
+TEXT = sa.Text()
+ENUM = sa.String(32)
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+policies = sa.Table(
+    "policies", metadata,
+    sa.Column("name", NAME, primary_key=True),
+    sa.Column("policy", sa.JSON(), nullable=False),
+    sa.Column("description", TEXT, nullable=False),
+)
+
+segments = sa.Table(
+    "segments", metadata,
+    sa.Column("name", NAME, primary_key=True),
+    sa.Column("recovery_method", ENUM, nullable=False),
+    sa.Column("enabled", sa.Boolean(), nullable=False, index=True),
+    sa.Column("mass_failure_threshold", sa.Double(), nullable=False),
+    sa.Column("description", TEXT, nullable=False),
+    sa.Column("default_policy", NAME, sa.ForeignKey("policies.name"), nullable=True),
+    sa.Column("hold_recovered_hosts", sa.Boolean(), nullable=False),
+)
+
+hosts = sa.Table(
+    "hosts", metadata,
+    sa.Column("name", NAME, primary_key=True),
+    sa.Column("segment", NAME, sa.ForeignKey("segments.name"), nullable=False, index=True),
+    sa.Column("address", TEXT, nullable=False),
+    sa.Column("state", ENUM, nullable=False, index=True),
+    sa.Column("capacity", sa.JSON(), nullable=False),
+    sa.Column("reserved", sa.Boolean(), nullable=False),
+    sa.Column("maintenance", sa.Boolean(), nullable=False),
+    sa.Column("bmc", TEXT, nullable=True),
+    sa.Column("fence_levels", sa.JSON(), nullable=False),
+    sa.Column("state_reason", TEXT, nullable=False),
+    sa.Column("state_since", sa.Double(), nullable=False),
+)
+
+# `host` has no foreign key: instances are observed (e.g. synced from Nova)
+# and may name a hypervisor vmha does not manage.
+instances = sa.Table(
+    "instances", metadata,
+    sa.Column("id", sa.String(255), primary_key=True),
+    sa.Column("name", NAME, nullable=False, index=True),
+    sa.Column("host", NAME, nullable=True, index=True),
+    sa.Column("project", sa.String(255), nullable=False, index=True),
+    sa.Column("resources", sa.JSON(), nullable=False),
+    sa.Column("state", ENUM, nullable=False, index=True),
+    sa.Column("policy", sa.JSON(), nullable=True),
+    sa.Column("policy_name", NAME, sa.ForeignKey("policies.name"), nullable=True, index=True),
+    sa.Column("anti_affinity_group", sa.String(255), nullable=True),
+)
+
+events = sa.Table(
+    "events", metadata,
+    sa.Column(
+        "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True, autoincrement=True,
+    ),
+    sa.Column("type", sa.String(255), nullable=False, index=True),
+    sa.Column("subject", sa.String(255), nullable=False, index=True),
+    sa.Column("subject_kind", ENUM, nullable=False),
+    sa.Column("project", sa.String(255), nullable=False, index=True),
+    sa.Column("severity", ENUM, nullable=False),
+    sa.Column("time", sa.Double(), nullable=False),
+    sa.Column("payload", sa.JSON(), nullable=False),
+    # AUTOINCREMENT: SQLite must never reuse the id of a deleted last event.
+    sqlite_autoincrement=True,
+)
+
+jobs = sa.Table(
+    "jobs", metadata,
+    sa.Column("id", sa.String(255), primary_key=True),
+    sa.Column("kind", ENUM, nullable=False, index=True),
+    sa.Column("subject", sa.String(255), nullable=False, index=True),
+    sa.Column("state", ENUM, nullable=False, index=True),
+    sa.Column("generation", sa.Integer(), nullable=False),
+    sa.Column("steps", sa.JSON(), nullable=False),
+    sa.Column("created_at", sa.Double(), nullable=False, index=True),
+    sa.Column("updated_at", sa.Double(), nullable=False),
+    sa.Column("reason", TEXT, nullable=False),
+    sa.Column("data", sa.JSON(), nullable=False),
+)
+
+TABLES = (policies, segments, hosts, instances, events, jobs)
