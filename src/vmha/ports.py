@@ -39,8 +39,17 @@ class ListQuery:
     """Pagination, filtering and sorting for list calls.
 
     `marker` is the key (name or id) of the last item of the previous page;
-    `filters` maps a filterable field (segment, state, project, host) to the
-    wanted value; `sort` names a sortable field, `desc` reverses it.
+    `filters` maps a filterable field to the wanted value; `sort` names a
+    sortable field (ties broken by the key), `desc` reverses it. Fields:
+
+    | resource  | sort (default first)                    | filters                          |
+    | segments  | name                                    | enabled                          |
+    | hosts     | name, state, segment                    | segment, state                   |
+    | instances | id, name, state, host, project          | host, segment, state, project    |
+    | policies  | name                                    | -                                |
+    | jobs      | created_at, updated_at, state, kind, id | kind, state, subject             |
+
+    Anything else is a ValidationError naming `sort` or the filter.
     """
 
     limit: int = 100
@@ -131,6 +140,10 @@ class Store(Protocol):
 
     def schema_current(self) -> bool:
         """Whether every migration has been applied."""
+        ...
+
+    def close(self) -> None:
+        """Release connections; the store is not used afterwards."""
         ...
 
 
