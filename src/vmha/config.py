@@ -13,6 +13,7 @@ Settings are passed down as objects; nothing reads them from a global.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -83,7 +84,7 @@ class TokenConfig(_Section):
 class ApiConfig(_Section):
     listen: str = f"127.0.0.1:{DEFAULT_PORT}"
     tokens: tuple[TokenConfig, ...] = ()
-    max_page_size: int = Field(default=1000, ge=1, le=10000)
+    max_page_size: int = Field(default=1000, ge=1, le=1000)
 
     @field_validator("listen")
     @classmethod
@@ -197,9 +198,15 @@ def _describe(exc: PydanticValidationError, file_path: Path | None) -> str:
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
+def hide_password(url: str) -> str:
+    """`postgresql://u:secret@h/db` -> `postgresql://u:***@h/db`."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
 def masked(settings: Settings) -> dict[str, Any]:
     """The effective configuration as plain data, with every secret masked."""
     data = settings.model_dump(mode="json")
+    data["store"]["url"] = hide_password(data["store"]["url"])
     for token in data["api"]["tokens"]:
         if token.get("token") is not None:
             token["token"] = "***"

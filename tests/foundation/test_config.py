@@ -82,3 +82,9 @@ def test_masked_hides_every_token(tmp_path: Path) -> None:
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "absent.toml")
+
+
+def test_masked_hides_the_database_password(tmp_path: Path) -> None:
+    path = write(tmp_path, '[store]\nurl = "postgresql+psycopg://vmha:hunter2@db/vmha"\n')
+    shown = masked(load_settings(path))
+    assert shown["store"]["url"] == "postgresql+psycopg://vmha:***@db/vmha"

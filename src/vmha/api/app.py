@@ -1,0 +1,48 @@
+"""Builds the FastAPI application of the vmha controller.
+
+`create_app(settings, store, clock, ids)` wires the routers, the
+problem+json error handlers and the auth token table. Every dependency is
+passed in and kept on `app.state.vmha` (no module globals), so tests and
+`vmha serve` build apps the same way with different stores. Handlers are
+plain `def`: the store is synchronous and FastAPI runs them in its
+thread pool. Building the app does no I/O beyond reading token files.
+"""
+
+from __future__ import annotations
+
+from fastapi import Depends, FastAPI
+
+from vmha import __version__
+from vmha.api import problems
+from vmha.api.auth import TokenTable
+from vmha.api.context import AppContext, no_nul_characters
+from vmha.api.routes import events, health, hosts, instances, policies, segments
+from vmha.config import Settings
+from vmha.ports import Clock, IdGen, Store
+
+DESCRIPTION = """\
+REST API of the vmha controller: segments, hosts, instances, HA policies,
+events and recovery jobs. Every `/v1` call needs `Authorization: Bearer
+<token>`; errors are `application/problem+json` (RFC 9457).
+"""
+
+
+def create_app(settings: Settings, store: Store, clock: Clock, ids: IdGen) -> FastAPI:
+    """The API application for one controller."""
+    app = FastAPI(
+        title="vmha",
+        version=__version__,
+        description=DESCRIPTION,
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+        dependencies=[Depends(no_nul_characters)],
+    )
+    app.state.vmha = AppContext(
+        settings=settings, store=store, clock=clock, ids=ids,
+        tokens=TokenTable.from_settings(settings),
+    )
+    problems.install(app)
+    for module in (health, segments, hosts, instances, policies, events):
+        app.include_router(module.router)
+    return app

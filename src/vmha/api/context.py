@@ -1,0 +1,69 @@
+"""What every request handler needs, kept on `app.state.vmha` (no globals).
+
+`create_app` builds one `AppContext`; routes get it through the `context`
+dependency. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from vmha.api.auth import TokenTable
+from vmha.config import Settings
+from vmha.errors import NotFound, ValidationError
+from vmha.ports import Clock, IdGen, Store
+
+
+@dataclass(frozen=True)
+class AppContext:
+    settings: Settings
+    store: Store
+    clock: Clock
+    ids: IdGen
+    tokens: TokenTable
+
+
+def context(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.vmha
+    return ctx
+
+
+def no_nul_characters(request: Request) -> None:
+    """Refuse NUL characters in the path and query string: no name or
+    filter contains one, and PostgreSQL text cannot store one."""
+    if "\x00" in request.url.path or "%00" in request.url.path:
+        raise ValidationError("path", "must not contain NUL characters")
+    for key, value in request.query_params.multi_items():
+        if "\x00" in key or "\x00" in value:
+            raise ValidationError(f"query.{key}", "must not contain NUL characters")
+
+
+@contextmanager
+def field_prefix(prefix: str) -> Iterator[None]:
+    """Re-raise domain ValidationErrors with `prefix.` before the field, so
+    the client learns whether the body or the query string was wrong."""
+    try:
+        yield
+    except ValidationError as exc:
+        field = f"{prefix}.{exc.field}" if exc.field else prefix
+        raise ValidationError(field, exc.reason) from exc
+
+
+@contextmanager
+def references(**fields: str) -> Iterator[None]:
+    """Turn the store's NotFound for a *referenced* resource into a 422 on
+    the body field that named it, e.g. `references(segment="segment")`:
+    a host naming a missing segment is bad input, not a missing host."""
+    try:
+        yield
+    except NotFound as exc:
+        for field, kind in fields.items():
+            if exc.kind == kind:
+                raise ValidationError(
+                    f"body.{field}", f"{exc.detail}; create it first or name another"
+                ) from exc
+        raise

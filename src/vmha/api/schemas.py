@@ -1,0 +1,439 @@
+"""Request and response bodies of the REST API (pydantic v2), and their
+conversion to and from the frozen domain values.
+
+Each resource has a Create model (POST), an Update model (PATCH: every
+field optional; only the fields sent change; `null` clears the nullable
+ones) and an Out model. Pydantic checks types and shapes; the domain
+constructors check meaning (names, ranges) and raise vmha ValidationError
+naming the field, which the routes prefix with `body.`.
+
+Used by the routers in `vmha.api.routes`; no I/O here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from vmha.domain.model import (
+    Capacity,
+    Event,
+    Host,
+    HostState,
+    Instance,
+    InstanceState,
+    Job,
+    JobKind,
+    JobState,
+    RecoveryMethod,
+    Segment,
+    Severity,
+    SubjectKind,
+    check_name,
+)
+from vmha.domain.policy import (
+    DEFAULT_POLICY,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    CustomFallback,
+    HAPolicy,
+    LayerMode,
+    ProbeKind,
+    WatchdogAction,
+)
+from vmha.errors import ValidationError
+from vmha.ports import NamedPolicy
+
+T = TypeVar("T")
+INT_MAX = 2**31 - 1
+TEXT_MAX = 1024
+D = DEFAULT_POLICY
+
+
+def unset(**kwargs: Any) -> Any:
+    """Default of an Update field that may be omitted but not sent as null:
+    pydantic validates only what was sent, and `exclude_unset` skips the rest."""
+    return Field(default=None, **kwargs)
+
+
+def _no_nul(value: Any) -> Any:
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    if isinstance(value, list):
+        for item in value:
+            _no_nul(item)
+    return value
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    # Text goes to the store; PostgreSQL cannot keep NUL characters.
+    _text = field_validator("*", mode="after")(_no_nul)
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CapacityModel(_In):
+    vcpus: int = Field(default=0, ge=0, le=INT_MAX)
+    ram_mb: int = Field(default=0, ge=0, le=INT_MAX)
+    disk_gb: int = Field(default=0, ge=0, le=INT_MAX)
+
+    def to_domain(self) -> Capacity:
+        return Capacity(self.vcpus, self.ram_mb, self.disk_gb)
+
+    @classmethod
+    def of(cls, c: Capacity) -> CapacityModel:
+        return cls(vcpus=c.vcpus, ram_mb=c.ram_mb, disk_gb=c.disk_gb)
+
+
+class ProbeModel(_In):
+    kind: ProbeKind
+    target: str = Field(max_length=TEXT_MAX, description="URL (http), port (tcp), command (exec)")
+    interval_s: float = 10.0
+    timeout_s: float = 2.0
+    failure_threshold: int = 3
+
+
+class PolicyModel(_In):
+    """An HA policy. Omitted keys take the built-in defaults shown here."""
+
+    host: LayerMode = D.host
+    guest: LayerMode = D.guest
+    app: LayerMode = D.app
+    priority: int = Field(default=D.priority, ge=PRIORITY_MIN, le=PRIORITY_MAX)
+    max_restarts: int = D.max_restarts
+    window_s: float = D.window_s
+    evacuate_to_stopped: bool = D.evacuate_to_stopped
+    watchdog_action: WatchdogAction = D.watchdog_action
+    probes: list[ProbeModel] = Field(default_factory=list)
+    custom_deadline_s: float = D.custom_deadline_s
+    custom_fallback: CustomFallback = D.custom_fallback
+
+    def to_domain(self) -> HAPolicy:
+        try:
+            return HAPolicy.from_dict(self.model_dump(mode="json"))
+        except ValidationError as exc:  # name the field from the body's root
+            raise ValidationError(f"policy.{exc.field}", exc.reason) from exc
+
+    @classmethod
+    def of(cls, policy: HAPolicy) -> PolicyModel:
+        return cls.model_validate(policy.to_dict())
+
+
+# -- segments ----------------------------------------------------------------
+
+
+class SegmentCreate(_In):
+    name: str = Field(max_length=64)
+    recovery_method: RecoveryMethod = RecoveryMethod.AUTO
+    enabled: bool = True
+    mass_failure_threshold: float = Field(default=0.5, gt=0, le=1)
+    description: str = Field(default="", max_length=TEXT_MAX)
+    default_policy: str | None = Field(default=None, description="name of a stored policy")
+    hold_recovered_hosts: bool = False
+
+    def to_domain(self) -> Segment:
+        return Segment(**self.model_dump())
+
+
+class SegmentUpdate(_In):
+    recovery_method: RecoveryMethod = unset()
+    enabled: bool = unset()
+    mass_failure_threshold: float = unset(gt=0, le=1)
+    description: str = unset(max_length=TEXT_MAX)
+    default_policy: str | None = None
+    hold_recovered_hosts: bool = unset()
+
+    def apply(self, segment: Segment) -> Segment:
+        return replace(segment, **self.model_dump(exclude_unset=True))
+
+
+class SegmentOut(_Out):
+    name: str
+    recovery_method: RecoveryMethod
+    enabled: bool
+    mass_failure_threshold: float
+    description: str
+    default_policy: str | None
+    hold_recovered_hosts: bool
+
+    @classmethod
+    def of(cls, s: Segment) -> SegmentOut:
+        return cls(
+            name=s.name, recovery_method=s.recovery_method, enabled=s.enabled,
+            mass_failure_threshold=s.mass_failure_threshold, description=s.description,
+            default_policy=s.default_policy, hold_recovered_hosts=s.hold_recovered_hosts,
+        )
+
+
+# -- hosts -------------------------------------------------------------------
+
+FenceLevels = list[list[str]]
+
+
+class HostCreate(_In):
+    name: str = Field(max_length=64)
+    segment: str = Field(max_length=64)
+    address: str = Field(default="", max_length=255)
+    capacity: CapacityModel = CapacityModel()
+    reserved: bool = False
+    bmc: str | None = Field(default=None, max_length=255)
+    fence_levels: FenceLevels = Field(
+        default_factory=list,
+        description="fence levels tried in order, e.g. [[\"redfish\"], [\"ipmi\"]]",
+    )
+
+    def to_domain(self) -> Host:
+        return Host(
+            name=self.name, segment=self.segment, address=self.address,
+            capacity=self.capacity.to_domain(), reserved=self.reserved, bmc=self.bmc,
+            fence_levels=tuple(tuple(level) for level in self.fence_levels),
+        )
+
+
+class HostUpdate(_In):
+    """Host fields an admin may change. `state` and `maintenance` are not
+    here: they change through the state machine (POST .../maintenance)."""
+
+    segment: str = unset(max_length=64)
+    address: str = unset(max_length=255)
+    capacity: CapacityModel = unset()
+    reserved: bool = unset()
+    bmc: str | None = unset(max_length=255)
+    fence_levels: FenceLevels = unset()
+
+    def apply(self, host: Host) -> Host:
+        changes: dict[str, Any] = self.model_dump(exclude_unset=True)
+        if "capacity" in changes:
+            changes["capacity"] = self.capacity.to_domain()
+        if "fence_levels" in changes:
+            changes["fence_levels"] = tuple(tuple(level) for level in self.fence_levels)
+        return replace(host, **changes)
+
+
+class MaintenanceRequest(_In):
+    enabled: bool
+    reason: str = Field(default="", max_length=TEXT_MAX)
+
+
+class HostOut(_Out):
+    name: str
+    segment: str
+    address: str
+    state: HostState
+    state_reason: str
+    state_since: float
+    maintenance: bool
+    schedulable: bool
+    capacity: CapacityModel
+    reserved: bool
+    bmc: str | None
+    fence_levels: FenceLevels
+
+    @classmethod
+    def of(cls, h: Host) -> HostOut:
+        return cls(
+            name=h.name, segment=h.segment, address=h.address, state=h.state,
+            state_reason=h.state_reason, state_since=h.state_since,
+            maintenance=h.maintenance, schedulable=h.schedulable,
+            capacity=CapacityModel.of(h.capacity), reserved=h.reserved, bmc=h.bmc,
+            fence_levels=[list(level) for level in h.fence_levels],
+        )
+
+
+# -- instances ---------------------------------------------------------------
+
+
+class InstanceCreate(_In):
+    id: str | None = Field(default=None, max_length=64, description="generated when omitted")
+    name: str = Field(max_length=64)
+    host: str | None = Field(default=None, max_length=64)
+    project: str | None = Field(
+        default=None, max_length=64,
+        description="defaults to the caller's project for project tokens",
+    )
+    resources: CapacityModel = CapacityModel()
+    policy: PolicyModel | None = Field(
+        default=None, description="inline policy; wins over policy_name"
+    )
+    policy_name: str | None = Field(default=None, max_length=64)
+    anti_affinity_group: str | None = Field(default=None, max_length=64)
+
+    def to_domain(self, instance_id: str, project: str) -> Instance:
+        check_name("id", instance_id)  # ids travel in URLs: keep them plain
+        return Instance(
+            id=instance_id, name=self.name, host=self.host, project=project,
+            resources=self.resources.to_domain(),
+            policy=None if self.policy is None else self.policy.to_domain(),
+            policy_name=self.policy_name, anti_affinity_group=self.anti_affinity_group,
+        )
+
+
+class InstanceUpdate(_In):
+    """`policy` replaces the whole inline policy; `null` removes it."""
+
+    name: str = unset(max_length=64)
+    host: str | None = unset(max_length=64)
+    project: str = unset(max_length=64)
+    resources: CapacityModel = unset()
+    policy: PolicyModel | None = None
+    policy_name: str | None = unset(max_length=64)
+    anti_affinity_group: str | None = unset(max_length=64)
+
+    def apply(self, instance: Instance) -> Instance:
+        changes: dict[str, Any] = self.model_dump(exclude_unset=True)
+        if "resources" in changes:
+            changes["resources"] = self.resources.to_domain()
+        if "policy" in changes:
+            changes["policy"] = None if self.policy is None else self.policy.to_domain()
+        return replace(instance, **changes)
+
+
+class InstanceOut(_Out):
+    id: str
+    name: str
+    host: str | None
+    project: str
+    state: InstanceState
+    resources: CapacityModel
+    policy: PolicyModel | None
+    policy_name: str | None
+    anti_affinity_group: str | None
+
+    @classmethod
+    def of(cls, i: Instance) -> InstanceOut:
+        return cls(
+            id=i.id, name=i.name, host=i.host, project=i.project, state=i.state,
+            resources=CapacityModel.of(i.resources),
+            policy=None if i.policy is None else PolicyModel.of(i.policy),
+            policy_name=i.policy_name, anti_affinity_group=i.anti_affinity_group,
+        )
+
+
+PolicySource = Literal["inline", "named", "segment", "default"]
+
+
+class EffectivePolicyOut(_Out):
+    instance: str
+    source: PolicySource = Field(
+        description="inline (the instance's own), named (policy_name), "
+        "segment (its host's segment default) or default (built in)"
+    )
+    name: str | None = Field(description="the stored policy's name for named/segment")
+    policy: PolicyModel
+
+
+# -- named policies ----------------------------------------------------------
+
+
+class PolicyCreate(_In):
+    name: str = Field(max_length=64)
+    description: str = Field(default="", max_length=TEXT_MAX)
+    policy: PolicyModel = PolicyModel()
+
+    def to_domain(self) -> NamedPolicy:
+        check_name("name", self.name)
+        return NamedPolicy(self.name, self.policy.to_domain(), self.description)
+
+
+class PolicyUpdate(_In):
+    description: str = unset(max_length=TEXT_MAX)
+    policy: PolicyModel = unset(description="replaces the whole policy")
+
+    def apply(self, named: NamedPolicy) -> NamedPolicy:
+        changes: dict[str, Any] = {}
+        if "description" in self.model_fields_set:
+            changes["description"] = self.description
+        if "policy" in self.model_fields_set:
+            changes["policy"] = self.policy.to_domain()
+        return replace(named, **changes)
+
+
+class PolicyOut(_Out):
+    name: str
+    description: str
+    policy: PolicyModel
+
+    @classmethod
+    def of(cls, p: NamedPolicy) -> PolicyOut:
+        return cls(name=p.name, description=p.description, policy=PolicyModel.of(p.policy))
+
+
+# -- events and jobs ---------------------------------------------------------
+
+
+class EventOut(_Out):
+    id: int
+    type: str
+    subject: str
+    subject_kind: SubjectKind
+    project: str
+    severity: Severity
+    time: float
+    payload: dict[str, Any]
+
+    @classmethod
+    def of(cls, e: Event) -> EventOut:
+        return cls(
+            id=e.id, type=e.type, subject=e.subject, subject_kind=e.subject_kind,
+            project=e.project, severity=e.severity, time=e.time, payload=dict(e.payload),
+        )
+
+
+class EventPage(_Out):
+    items: list[EventOut]
+    next_since: int = Field(description="pass as `since` to get the events after these")
+
+
+class JobStepOut(_Out):
+    name: str
+    state: str
+    started_at: float
+    finished_at: float | None
+    duration_s: float | None = Field(description="null while the step runs")
+    detail: str
+
+
+class JobOut(_Out):
+    id: str
+    kind: JobKind
+    subject: str
+    state: JobState
+    generation: int
+    created_at: float
+    updated_at: float
+    reason: str
+    data: dict[str, Any]
+    steps: list[JobStepOut]
+
+    @classmethod
+    def of(cls, j: Job) -> JobOut:
+        steps = [
+            JobStepOut(
+                name=s.name, state=s.state, started_at=s.started_at, finished_at=s.finished_at,
+                duration_s=None if s.finished_at is None else s.finished_at - s.started_at,
+                detail=s.detail,
+            )
+            for s in j.steps
+        ]
+        return cls(
+            id=j.id, kind=j.kind, subject=j.subject, state=j.state, generation=j.generation,
+            created_at=j.created_at, updated_at=j.updated_at, reason=j.reason,
+            data=dict(j.data), steps=steps,
+        )
+
+
+class PageOut(BaseModel, Generic[T]):
+    items: list[T]
+    next_marker: str | None = Field(
+        description="pass as `marker` to get the next page; null on the last page"
+    )
+
+
+class Status(_Out):
+    status: str

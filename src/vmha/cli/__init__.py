@@ -1,0 +1,1 @@
+"""The `vmha` command line (typer). See `vmha.cli.main`."""

@@ -1,0 +1,161 @@
+"""`vmha event list|tail` and `vmha job list|show`, through the REST API.
+
+`event tail` polls `GET /v1/events?since=<cursor>` every `--interval`
+seconds and prints one line per event until Ctrl-C (server-sent events
+will replace the polling later). Talks only to the API.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import typer
+
+from vmha.cli.client import DEFAULT_URL, ApiClient, AsJson, Token, Url, cli_errors, connect
+from vmha.cli.output import Column, field, print_json, print_page, print_table, when
+
+PAGE = 1000
+pause = time.sleep  # between polls; a test replaces it to stop the loop
+
+event_app = typer.Typer(help="Events: what happened, in order.", no_args_is_help=True)
+job_app = typer.Typer(help="Recovery jobs and their steps.", no_args_is_help=True)
+
+Types = Annotated[list[str] | None, typer.Option(
+    "--type", help="Event type, or a prefix ending in '*'; repeatable.")]
+
+
+def event_line(event: dict[str, Any]) -> str:
+    """`#12 2026-11-24T08:43:44Z host.maintenance_on host/h1 [info] reason=...`"""
+    payload = event.get("payload") or {}
+    extras = " ".join(
+        f"{k}={v}" for k, v in payload.items() if k in ("reason", "from", "to", "by") and v
+    )
+    project = f" project={event['project']}" if event.get("project") else ""
+    return (
+        f"#{event['id']} {when(event['time'])} {event['type']} "
+        f"{event['subject_kind']}/{event['subject']} [{event['severity']}]{project} {extras}"
+    ).rstrip()
+
+
+def _events(api: ApiClient, since: int, types: list[str], **filters: Any) -> dict[str, Any]:
+    params = {"since": since, "type": types, **filters}
+    page: dict[str, Any] = api.get("/v1/events", params)
+    return page
+
+
+@event_app.command("list")
+@cli_errors
+def event_list(
+    since: Annotated[int, typer.Option("--since", help="Only events after this id.")] = 0,
+    event_type: Types = None,
+    subject: Annotated[str | None, typer.Option("--subject")] = None,
+    project: Annotated[str | None, typer.Option("--project")] = None,
+    limit: Annotated[int, typer.Option("--limit")] = 100,
+    url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False,
+) -> None:
+    """List events (oldest first)."""
+    with connect(url, token) as api:
+        page = _events(api, since, event_type or [], subject=subject, project=project,
+                       limit=limit)
+    if as_json:
+        print_json(page)
+        return
+    for event in page["items"]:
+        typer.echo(event_line(event))
+    if len(page["items"]) == limit:
+        typer.echo(f"(more: repeat with --since {page['next_since']})", err=True)
+
+
+def _latest_id(api: ApiClient, types: list[str]) -> int:
+    """The cursor after the last stored event (skips the history once)."""
+    since = 0
+    while True:
+        page = _events(api, since, types, limit=PAGE)
+        since = page["next_since"]
+        if len(page["items"]) < PAGE:
+            return int(since)
+
+
+@event_app.command("tail")
+@cli_errors
+def event_tail(
+    event_type: Types = None,
+    since: Annotated[int | None, typer.Option(
+        "--since", help="Start after this id (default: only new events).")] = None,
+    interval: Annotated[float, typer.Option("--interval", min=0.1)] = 1.0,
+    url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False,
+) -> None:
+    """Print events as they happen, one line each, until Ctrl-C."""
+    types = event_type or []
+    with connect(url, token) as api:
+        cursor = _latest_id(api, types) if since is None else since
+        try:
+            while True:
+                page = _events(api, cursor, types, limit=PAGE)
+                for event in page["items"]:
+                    typer.echo(print_json_line(event) if as_json else event_line(event))
+                cursor = page["next_since"]
+                if len(page["items"]) < PAGE:
+                    pause(interval)
+        except KeyboardInterrupt:
+            return
+
+
+def print_json_line(event: dict[str, Any]) -> str:
+    return json.dumps(event, separators=(",", ":"))
+
+
+JOB_COLUMNS: list[Column] = [
+    ("ID", field("id")), ("KIND", field("kind")), ("SUBJECT", field("subject")),
+    ("STATE", field("state")), ("STEPS", lambda row: len(row["steps"])),
+    ("CREATED", lambda row: when(row["created_at"])),
+    ("UPDATED", lambda row: when(row["updated_at"])), ("REASON", field("reason")),
+]
+STEP_COLUMNS: list[Column] = [
+    ("STEP", field("name")), ("STATE", field("state")),
+    ("STARTED", lambda row: when(row["started_at"])),
+    ("FINISHED", lambda row: when(row["finished_at"])),
+    ("DURATION", lambda row: "-" if row["duration_s"] is None else f"{row['duration_s']:.3f}s"),
+    ("DETAIL", field("detail")),
+]
+
+
+@job_app.command("list")
+@cli_errors
+def job_list(
+    kind: Annotated[str | None, typer.Option("--kind")] = None,
+    state: Annotated[str | None, typer.Option("--state")] = None,
+    subject: Annotated[str | None, typer.Option("--subject")] = None,
+    limit: Annotated[int, typer.Option("--limit")] = 100,
+    marker: Annotated[str | None, typer.Option("--marker")] = None,
+    url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False,
+) -> None:
+    """List recovery jobs (oldest first)."""
+    params = {"kind": kind, "state": state, "subject": subject, "limit": limit,
+              "marker": marker}
+    with connect(url, token) as api:
+        print_page(api.get("/v1/jobs", params), JOB_COLUMNS, as_json)
+
+
+@job_app.command("show")
+@cli_errors
+def job_show(
+    job_id: str, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False,
+) -> None:
+    """Show a job with every step and its timing."""
+    with connect(url, token) as api:
+        job = api.get(f"/v1/jobs/{quote(job_id, safe='')}")
+    if as_json:
+        print_json(job)
+        return
+    typer.echo(
+        f"job {job['id']} ({job['kind']}) on {job['subject']}: {job['state']}, "
+        f"generation {job['generation']}, created {when(job['created_at'])}, "
+        f"updated {when(job['updated_at'])}"
+    )
+    if job["reason"]:
+        typer.echo(f"reason: {job['reason']}")
+    print_table(job["steps"], STEP_COLUMNS)

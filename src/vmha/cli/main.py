@@ -1,0 +1,37 @@
+"""The `vmha` command line: the typer `app` and the console script `main`.
+
+Server-side commands (`serve`, `db`, `config`) read the configuration;
+client commands (`segment`, `host`, `instance`, `policy`, `event`, `job`)
+talk to a running controller's REST API (`--url`/`VMHA_URL`,
+`--token`/`VMHA_TOKEN`, `--json`). Errors are one line on stderr: exit 1
+for API and connection errors, 2 for a bad configuration.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from vmha.cli import demo, feed, resources, server
+
+app = typer.Typer(
+    name="vmha",
+    help="vmha keeps virtual machines running: controller, API client and tools.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+app.command("serve")(server.serve)
+app.add_typer(server.db_app, name="db")
+app.add_typer(server.config_app, name="config")
+app.add_typer(resources.segment_app, name="segment")
+app.add_typer(resources.host_app, name="host")
+app.add_typer(resources.instance_app, name="instance")
+app.add_typer(resources.policy_app, name="policy")
+app.add_typer(feed.event_app, name="event")
+app.add_typer(feed.job_app, name="job")
+
+app.command("demo")(demo.demo)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,134 @@
+"""problem+json for every error; /healthz and /readyz."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from vmha.adapters.store.fake import FakeStore
+from vmha.domain.model import Host
+from vmha.errors import StoreUnavailable
+from vmha.ports import ListQuery, Page, Store
+
+PROBLEM_KEYS = {"type", "title", "status", "detail", "instance"}
+
+
+def _is_problem(response: object, status: int) -> dict[str, object]:
+    assert response.status_code == status, response.text  # type: ignore[attr-defined]
+    assert response.headers["content-type"] == "application/problem+json"  # type: ignore[attr-defined]
+    body: dict[str, object] = response.json()  # type: ignore[attr-defined]
+    assert set(body) >= PROBLEM_KEYS
+    assert body["status"] == status
+    return body
+
+
+def test_unknown_route_and_method(admin: TestClient) -> None:
+    body = _is_problem(admin.get("/v1/nothing-here"), 404)
+    assert body["instance"] == "/v1/nothing-here"
+    assert "no such endpoint" in str(body["detail"])
+    body = _is_problem(admin.put("/v1/hosts"), 405)
+    assert "PUT is not allowed" in str(body["detail"])
+
+
+def test_body_validation_names_field_path(admin: TestClient) -> None:
+    bad = admin.post("/v1/policies", json={"name": "p", "policy": {"priority": "high"}})
+    body = _is_problem(bad, 422)
+    assert body["errors"][0]["field"] == "body.policy.priority"  # type: ignore[index]
+    assert str(body["detail"]).startswith("body.policy.priority: ")
+
+    domain = admin.post("/v1/policies", json={"name": "p", "policy": {"window_s": 0}})
+    body = _is_problem(domain, 422)
+    assert body["errors"] == [{"field": "body.policy.window_s",
+                               "message": "must be in (0, 604800] seconds"}]
+
+    probe = admin.post("/v1/policies", json={
+        "name": "p", "policy": {"probes": [{"kind": "tcp", "target": "99999"}]}})
+    body = _is_problem(probe, 422)
+    assert body["errors"][0]["field"] == "body.policy.probes[0].target"  # type: ignore[index]
+
+    name = admin.post("/v1/segments", json={"name": "bad name!"})
+    body = _is_problem(name, 422)
+    assert body["errors"][0]["field"] == "body.name"  # type: ignore[index]
+
+    missing = admin.post("/v1/hosts", json={"name": "h"})
+    body = _is_problem(missing, 422)
+    assert body["errors"][0]["field"] == "body.segment"  # type: ignore[index]
+
+    not_json = admin.post("/v1/segments", content=b"{",
+                          headers={"content-type": "application/json"})
+    _is_problem(not_json, 422)
+
+
+class _BrokenStore(FakeStore):
+    def list_hosts(self, query: ListQuery) -> Page[Host]:
+        raise RuntimeError("secret internal detail: password=hunter2")
+
+
+class _DownStore(FakeStore):
+    def ping(self) -> None:
+        raise StoreUnavailable("database at db:5432 does not answer")
+
+
+class _OldSchemaStore(FakeStore):
+    def schema_current(self) -> bool:
+        return False
+
+
+AppOn = Callable[[Store], FastAPI]
+
+
+def _client(app: FastAPI, token: str | None = "tok-admin") -> TestClient:  # noqa: S107
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return TestClient(app, headers=headers, raise_server_exceptions=False)
+
+
+def test_unexpected_error_is_generic_500_and_logged(
+    caplog: pytest.LogCaptureFixture, app_on: AppOn
+) -> None:
+    broken = _client(app_on(_BrokenStore()))
+    with caplog.at_level(logging.ERROR, logger="vmha.api"), broken as client:
+        response = client.get("/v1/hosts")
+    body = _is_problem(response, 500)
+    assert "hunter2" not in response.text and "RuntimeError" not in response.text
+    assert "controller's log" in str(body["detail"])
+    assert any("hunter2" in (r.exc_text or "") or r.exc_info for r in caplog.records)
+
+
+def test_healthz_needs_no_token(app_on: AppOn) -> None:
+    with _client(app_on(FakeStore()), token=None) as client:
+        response = client.get("/healthz")
+    assert (response.status_code, response.json()) == (200, {"status": "ok"})
+
+
+def test_readyz(app_on: AppOn) -> None:
+    with _client(app_on(FakeStore()), token=None) as client:
+        assert client.get("/readyz").json() == {"status": "ready"}
+    with _client(app_on(_DownStore()), token=None) as client:
+        body = _is_problem(client.get("/readyz"), 503)
+    assert body["detail"] == "database at db:5432 does not answer"
+    with _client(app_on(_OldSchemaStore()), token=None) as client:
+        body = _is_problem(client.get("/readyz"), 503)
+    assert "vmha db upgrade" in str(body["detail"])
+
+
+def test_docs_and_openapi_without_token(app_on: AppOn) -> None:
+    with _client(app_on(FakeStore()), token=None) as client:
+        spec = client.get("/openapi.json")
+        docs = client.get("/docs")
+    assert spec.status_code == 200 and "/v1/hosts/{name}/maintenance" in spec.json()["paths"]
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+def test_nul_characters_are_refused(admin: TestClient) -> None:
+    """PostgreSQL text cannot hold NUL: refuse it at the door, naming where."""
+    body = _is_problem(admin.post("/v1/segments", json={"name": "s", "description": "a\x00"}), 422)
+    assert body["errors"] == [{"field": "body.description",
+                               "message": "must not contain NUL characters"}]
+    body = _is_problem(admin.get("/v1/hosts", params={"segment": "a\x00"}), 422)
+    assert body["errors"][0]["field"] == "query.segment"  # type: ignore[index]
+    body = _is_problem(admin.get("/v1/hosts/a%00b"), 422)
+    assert body["errors"][0]["field"] == "path"  # type: ignore[index]
