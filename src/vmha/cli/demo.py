@@ -175,10 +175,8 @@ def demo(
         show(url, token, "host", "list")
         show(url, token, "instance", "list")
         show(url, token, "event", "list")
-        console.print(
-            f"\n[bold]API[/bold] {url}/v1   [bold]docs[/bold] {url}/docs\n"
-            f"export VMHA_URL={url} VMHA_TOKEN={token}\n"
-        )
+        console.print(f"\n[bold]API[/bold] {url}/v1   [bold]docs[/bold] {url}/docs")
+        console.print(f"export VMHA_URL={url} VMHA_TOKEN={token}\n", soft_wrap=True)
         if hold is None:
             hold = sys.stdin.isatty()
         if hold:
