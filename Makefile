@@ -27,6 +27,7 @@ layers: $(STAMP)
 # pytest exits 5 when a tier collects no test; that is not a failure here.
 test: $(STAMP)
 	scripts/ensure-postgres.sh
+	scripts/ensure-lab-deps.sh
 	$(MAKE) --no-print-directory lint typecheck layers
 	$(BIN)/pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 

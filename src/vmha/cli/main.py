@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import typer
 
-from vmha.cli import demo, feed, resources, server
+from vmha.cli import agent, demo, feed, lab, resources, server
 
 app = typer.Typer(
     name="vmha",
@@ -31,6 +31,8 @@ app.add_typer(feed.event_app, name="event")
 app.add_typer(feed.job_app, name="job")
 
 app.command("demo")(demo.demo)
+app.add_typer(agent.app, name="agent")
+app.add_typer(lab.app, name="lab")
 
 
 def main() -> None:

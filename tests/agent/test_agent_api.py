@@ -1,0 +1,113 @@
+"""Real agents on 127.0.0.1: heartbeats and acks, peer probes, the HTTP API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from agentkit import TOKEN, FakeWatchdog, config, free_port
+
+from vmha.adapters.heartbeat import start_receiver
+from vmha.adapters.system import SystemClock
+from vmha.agent.http import AgentApi
+from vmha.agent.runtime import Agent, Identity
+
+SEG = b"g" * 32
+
+
+async def http(port: int, method: str, path: str, body: Any = None, token: str | None = TOKEN
+               ) -> tuple[int, Any]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    data = json.dumps(body).encode() if body is not None else b""
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    writer.write(f"{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}"
+                 f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+    raw = await reader.read()
+    writer.close()
+    head, _, payload = raw.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(payload)
+
+
+async def make_agent(tmp_path: Path, name: str, port: int, peers: dict[str, int],
+                     hb_port: int, seg: bytes | None = SEG) -> tuple[Agent, AgentApi]:
+    cfg = config(tmp_path / name, host=name, api={"listen": f"127.0.0.1:{port}", "token": TOKEN},
+                 peers={p: f"127.0.0.1:{pp}" for p, pp in peers.items()},
+                 controller={"heartbeat": [f"127.0.0.1:{hb_port}"]})
+    ident = Identity(name, "lab", name.encode().ljust(8, b"_")[:8], name.encode() * 8, seg)
+    agent = Agent(cfg, ident, SystemClock(), FakeWatchdog())
+    await agent.open()
+    api = AgentApi(agent, TOKEN)
+    await api.start("127.0.0.1", port)
+    return agent, api
+
+
+def run(tmp_path: Path, body: Callable[..., Awaitable[None]]) -> None:
+    async def main() -> None:
+        pa, pb, hb = free_port(), free_port(), free_port()
+        a, api_a = await make_agent(tmp_path, "a", pa, {"b": pb, "c": free_port()}, hb)
+        b, api_b = await make_agent(tmp_path, "b", pb, {"a": pa}, hb)
+        try:
+            await body(a, b, pa, pb, hb)
+        finally:
+            for agent, api in ((a, api_a), (b, api_b)):
+                await api.stop()
+                agent.close()
+
+    asyncio.run(main())
+
+
+def test_probe_reports_which_peers_answer(tmp_path: Path) -> None:
+    async def body(a: Agent, b: Agent, pa: int, pb: int, hb: int) -> None:
+        status, got = await http(pa, "POST", "/v1/probe",
+                                 {"targets": ["b", "c"], "timeout_s": 0.3})
+        assert (status, got) == (200, {"b": True, "c": False})
+        assert b.metrics["probes_answered"] >= 1
+
+    run(tmp_path, body)
+
+
+def test_api_refuses_bad_tokens_and_bad_input(tmp_path: Path) -> None:
+    async def body(a: Agent, b: Agent, pa: int, pb: int, hb: int) -> None:
+        assert (await http(pa, "GET", "/v1/health", token=None))[0] == 401
+        assert (await http(pa, "GET", "/v1/health", token="wrong"))[0] == 401
+        status, err = await http(pa, "POST", "/v1/probe", {"targets": ["zz"]})
+        assert status == 422 and "zz" in err["detail"]
+        status, err = await http(pa, "POST", "/v1/probe", {"targets": ["b"], "timeout_s": 99})
+        assert status == 422 and "timeout_s" in err["detail"]
+        assert (await http(pa, "GET", "/v1/probe"))[0] == 405
+        assert (await http(pa, "GET", "/v1/nothing"))[0] == 404
+        status, health = await http(pa, "GET", "/v1/health")
+        assert status == 200 and health["host"] == "a" and health["segment"] == "lab"
+
+    run(tmp_path, body)
+
+
+def test_probes_signed_with_another_segment_secret_get_no_answer(tmp_path: Path) -> None:
+    async def body(a: Agent, b: Agent, pa: int, pb: int, hb: int) -> None:
+        b.ident = Identity("b", "lab", b"b" * 8, b"x" * 32, b"other segment secret")
+        assert await a.probe("b", 0.3) is False
+        assert b.metrics["rejected"] >= 1 and b.metrics["probes_answered"] == 0
+
+    run(tmp_path, body)
+
+
+def test_heartbeats_are_acked_and_count_as_contact(tmp_path: Path) -> None:
+    async def body(a: Agent, b: Agent, pa: int, pb: int, hb: int) -> None:
+        got: list[tuple[str, int, float]] = []
+        secrets = {"a": a.ident.secret, "b": b.ident.secret}
+        transport, receiver = await start_receiver(
+            secrets.get, lambda h, s, t: got.append((h, s, t)), "127.0.0.1", hb)
+        try:
+            for _ in range(3):
+                await a.tick()
+                await asyncio.sleep(0.05)
+        finally:
+            transport.close()
+        assert [(h, s) for h, s, _ in got] == [("a", 1), ("a", 2), ("a", 3)]
+        assert a.metrics["acks"] == 3 and receiver.metrics["accepted"] == 3
+        assert a.monitor.controller_silent_for(SystemClock().now()) < 0.2
+
+    run(tmp_path, body)

@@ -1,0 +1,113 @@
+"""The agent's TOML configuration: valid files load, bad ones name the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from vmha.agent.config import load_agent_config
+from vmha.cli.agent import app
+from vmha.errors import ConfigError
+
+GOOD = """
+host = "host1"
+segment = "lab"
+secret_file = "{secret}"
+[controller]
+heartbeat = ["198.18.0.1:8791", "198.18.0.2"]
+url = "http://198.18.0.1:8790"
+[api]
+listen = "198.18.0.11:8792"
+token = "t"
+[peers]
+host2 = "198.18.0.12"
+host3 = "198.18.0.13:9000"
+[isolation]
+timeout_s = 4
+action = "stop-vms"
+[watchdog]
+backend = "lab"
+socket = "/run/x.sock"
+timeout_s = 6
+[capacity]
+vcpus = 8
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "secret").write_text("sekrit\n")
+    path = tmp_path / "agent.toml"
+    path.write_text(text.replace("{secret}", str(tmp_path / "secret")))
+    return path
+
+
+def test_a_complete_file_loads_with_defaults_filled(tmp_path: Path) -> None:
+    cfg = load_agent_config(write(tmp_path, GOOD))
+    assert cfg.secret_value() == b"sekrit"
+    assert cfg.controller.addresses() == [("198.18.0.1", 8791), ("198.18.0.2", 8791)]
+    assert cfg.peer_addresses() == {"host2": ("198.18.0.12", 8792),
+                                    "host3": ("198.18.0.13", 9000)}
+    assert cfg.heartbeat_interval_s == 1.0 and cfg.contact_window_s() == 3.0
+    assert cfg.isolation.action == "stop-vms" and cfg.capacity.vcpus == 8
+    assert cfg.api.hostport() == ("198.18.0.11", 8792)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (("segment = \"lab\"", "segment = \"lab\"\ncolour = 1"), "colour"),
+        (("timeout_s = 4", "timeout_s = -1"), "isolation.timeout_s"),
+        (("action = \"stop-vms\"", "action = \"explode\""), "isolation.action"),
+        (("backend = \"lab\"", "backend = \"pigeon\""), "watchdog.backend"),
+        (("socket = \"/run/x.sock\"", ""), "watchdog"),
+        (("host2 = \"198.18.0.12\"", "host2 = \"nowhere:port\""), "peers"),
+        (("listen = \"198.18.0.11:8792\"", "listen = \"198.18.0.11\""), "api.listen"),
+        (("token = \"t\"", ""), "api"),
+        (("host = \"host1\"", ""), "host"),
+        (("[peers]", "[peers]\nhost1 = \"198.18.0.11\""), "itself"),
+    ],
+)
+def test_bad_keys_and_values_are_named(tmp_path: Path, change: tuple[str, str], named: str
+                                       ) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_agent_config(write(tmp_path, GOOD.replace(*change)))
+    assert named in err.value.detail
+
+
+def test_secrets_are_never_echoed(tmp_path: Path) -> None:
+    text = GOOD.replace('token = "t"', 'token = 12345678')
+    with pytest.raises(ConfigError) as err:
+        load_agent_config(write(tmp_path, text))
+    assert "12345678" not in err.value.detail and "api.token" in err.value.detail
+
+
+def test_missing_secret_file_is_a_config_error(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    (tmp_path / "secret").unlink()
+    with pytest.raises(ConfigError, match="secret_file"):
+        load_agent_config(path)
+
+
+def test_missing_file_and_bad_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_agent_config(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_agent_config(write(tmp_path, "host = "))
+
+
+def test_cli_exits_2_naming_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace("timeout_s = 4", "timeout_s = 0"))
+    result = CliRunner().invoke(app, ["--config", str(path)])
+    assert result.exit_code == 2
+
+
+def test_module_entry_point_exits_2(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace("vcpus = 8", "vcpus = -8"))
+    done = subprocess.run([sys.executable, "-m", "vmha.agent", "--config", str(path)],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert "capacity.vcpus" in done.stderr

@@ -1,0 +1,194 @@
+"""End to end: three lab hosts, a real receiver, real faults.
+
+One lab for the module (heartbeats every 0.2 s, isolation and watchdog
+timeouts long enough never to fire here); every test heals what it broke.
+The last test tears the lab down and checks nothing is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from labkit import Recorder, wait_for
+
+from vmha.adapters.heartbeat import Datagram, Kind, encode
+from vmha.lab import faults, net, state
+from vmha.lab import lab as lab_ops
+
+pytestmark = pytest.mark.slow
+INTERVAL = 0.2
+RESULTS: dict[str, Any] = {}
+
+
+@pytest.fixture(scope="module")
+def cluster(lab_factory: Any, receiver_factory: Any) -> tuple[Path, Recorder]:
+    lab_dir = lab_factory(hosts=3, heartbeat_interval_s=INTERVAL, isolation_timeout_s=60.0,
+                          watchdog_timeout_s=30.0)
+    return lab_dir, receiver_factory(lab_dir)
+
+
+def beating(rec: Recorder, host: str, within: float = 1.0) -> bool:
+    last = rec.last(host)
+    return last is not None and time.time() - last.received < within
+
+
+def silent_after(rec: Recorder, host: str, t0: float, settle: float) -> bool:
+    """No heartbeat of `host` arrived between t0 + settle and now."""
+    return not rec.of(host, since=t0 + settle)
+
+
+def send(data: bytes) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.sendto(data, ("198.18.0.1", 8791))
+
+
+def test_every_host_sends_signed_heartbeats(cluster: tuple[Path, Recorder]) -> None:
+    lab_dir, rec = cluster
+    assert wait_for(lambda: all(beating(rec, h) for h in ("host1", "host2", "host3")), 5)
+    status = lab_ops.status(lab_dir)
+    assert {f"vmha-host{i}" for i in (1, 2, 3)} <= set(net.list_netns())
+    for h in status["hosts"].values():
+        assert h["state"] == "running"
+        assert h["pid1"] in h["pids"] and h["agent_pid"] in h["pids"]
+        assert net.owned_by_lab(h["agent_pid"], "vmha.agent")
+    assert rec.metrics["bad_signature"] == 0 and rec.metrics["replayed"] == 0
+
+
+def test_forged_replayed_unknown_and_garbage_are_counted(cluster: tuple[Path, Recorder]) -> None:
+    _, rec = cluster
+    assert wait_for(lambda: "host1" in rec.raw, 3)
+    before = rec.metrics
+    send(rec.raw["host1"])  # a replay of a genuine datagram
+    forged = Datagram(Kind.HEARTBEAT, "host1", b"\x01" * 8, 10**9, time.time())
+    send(encode(forged, b"not the secret"))
+    send(encode(Datagram(Kind.HEARTBEAT, "intruder", b"\x01" * 8, 1, time.time()), b"k"))
+    send(b"hello")
+    expected = {"replayed": 1, "bad_signature": 1, "unknown_host": 1, "malformed": 1}
+    assert wait_for(lambda: all(rec.metrics[k] - before[k] >= n for k, n in expected.items()), 2)
+    assert rec.metrics["replayed"] - before["replayed"] == 1
+
+
+def test_controller_link_down_cuts_heartbeats_but_not_peers(
+    cluster: tuple[Path, Recorder],
+) -> None:
+    lab_dir, rec = cluster
+    t0 = time.time()
+    faults.fail(lab_dir, "host1", "controller-link-down")
+    try:
+        time.sleep(1.0)
+        assert silent_after(rec, "host1", t0, 0.1)
+        assert beating(rec, "host2") and beating(rec, "host3")
+        assert lab_ops.probe_via(lab_dir, "host2", ["host1"]) == {"host1": True}
+        assert probe_from_netns(lab_dir, "host2", via="host1") == {"host2": True, "host3": True}
+    finally:
+        faults.heal(lab_dir, "host1")
+    assert wait_for(lambda: beating(rec, "host1", 0.5), 3)
+
+
+def probe_from_netns(lab_dir: Path, netns_host: str, via: str) -> Any:
+    """Call `via`'s agent API from inside `netns_host` (not from the controller)."""
+    st = state.load(lab_dir)
+    url = f"http://{st['hosts'][via]['address']}:8792/v1/probe"
+    code = (
+        "import json, sys, urllib.request as u\n"
+        f"r = u.Request({url!r}, method='POST', data=b'{{\"targets\": [\"host2\", \"host3\"]}}',"
+        f" headers={{'Authorization': 'Bearer {st['agent_token']}'}})\n"
+        "print(u.urlopen(r, timeout=5).read().decode())\n"
+    )
+    out = subprocess.run(["ip", "netns", "exec", st["hosts"][netns_host]["netns"],
+                          sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_network_down_cuts_everything(cluster: tuple[Path, Recorder]) -> None:
+    lab_dir, rec = cluster
+    t0 = time.time()
+    faults.fail(lab_dir, "host2", "network-down")
+    try:
+        time.sleep(1.0)
+        assert silent_after(rec, "host2", t0, 0.1)
+        assert lab_ops.probe_via(lab_dir, "host1", ["host2", "host3"], 0.6) == {
+            "host2": False, "host3": True}
+    finally:
+        faults.heal(lab_dir, "host2")
+    assert wait_for(lambda: beating(rec, "host2", 0.5), 3)
+
+
+def test_random_loss_drops_about_that_share(cluster: tuple[Path, Recorder]) -> None:
+    lab_dir, rec = cluster
+    faults.fail(lab_dir, "host3", "loss", 30)
+    try:
+        t0 = time.time()
+        time.sleep(10.0)
+        got = rec.of("host3", since=t0 + 0.05)
+    finally:
+        faults.heal(lab_dir, "host3")
+    sent = got[-1].seq - got[0].seq + 1
+    missing = 1 - len(got) / sent
+    RESULTS["loss_30_missing_fraction"] = round(missing, 3)
+    assert sent >= 40
+    # ~50 samples: sigma ~0.065, so allow about 3 sigma either side
+    assert 0.10 <= missing <= 0.50, f"{missing:.2f} of {sent} heartbeats missing"
+
+
+def test_agent_kill_keeps_the_host_and_restart_resumes(cluster: tuple[Path, Recorder]) -> None:
+    lab_dir, rec = cluster
+    old_boot = rec.last("host1").boot_id  # type: ignore[union-attr]
+    pid1_before = lab_ops.status(lab_dir)["hosts"]["host1"]["pid1"]
+    t0 = time.time()
+    faults.fail(lab_dir, "host1", "agent-kill")
+    time.sleep(0.8)
+    assert silent_after(rec, "host1", t0, 0.1)
+    host = lab_ops.status(lab_dir)["hosts"]["host1"]
+    assert host["state"] == "agent-down" and host["pid1"] == pid1_before
+    assert net.alive(pid1_before)
+    accepted = rec.metrics["accepted"]
+    faults.restart_agent(lab_dir, "host1")
+    assert wait_for(lambda: beating(rec, "host1", 0.5), 8)
+    new = rec.last("host1")
+    assert new is not None and new.boot_id != old_boot and new.seq < 50
+    assert rec.metrics["accepted"] > accepted
+
+
+def test_power_off_stops_the_host_at_once(cluster: tuple[Path, Recorder]) -> None:
+    lab_dir, rec = cluster
+    pids = lab_ops.status(lab_dir)["hosts"]["host2"]["pids"]
+    assert len(pids) >= 2
+    t0 = time.time()
+    faults.fail(lab_dir, "host2", "power-off")  # returns once every process is gone
+    RESULTS["power_off_all_processes_gone_s"] = round(time.time() - t0, 3)
+    time.sleep(1.0)
+    last = rec.last("host2")
+    assert last is not None
+    RESULTS["power_off_last_heartbeat_after_s"] = round(max(0.0, last.received - t0), 3)
+    assert last.received - t0 < 0.5
+    assert all(not os.path.exists(f"/proc/{p}") or not net.alive(p) for p in pids)
+    assert lab_ops.status(lab_dir)["hosts"]["host2"]["state"] == "powered-off"
+    assert beating(rec, "host1", 0.5) and beating(rec, "host3", 0.5)
+    faults.power_on(lab_dir, "host2")
+    assert wait_for(lambda: beating(rec, "host2", 0.5), 8)
+
+
+def test_down_leaves_nothing_behind(cluster: tuple[Path, Recorder]) -> None:
+    lab_dir, _ = cluster
+    st = state.load(lab_dir)
+    faults.fail(lab_dir, "host3", "loss", 10)  # a rule to clean up as well
+    pids = [p for h in lab_ops.status(lab_dir)["hosts"].values() for p in h["pids"]]
+    pids += [h["unshare_pid"] for h in st["hosts"].values()]
+    faults.down(lab_dir)
+    faults.down(lab_dir)  # idempotent
+    assert not [n for n in net.list_netns() if n.startswith("vmha-")]
+    links = net.run(["ip", "-o", "link", "show"])
+    assert "vmha-h" not in links and "vmhabr0" not in links
+    assert "statistic" not in net.run(["iptables-save"])
+    assert wait_for(lambda: not any(net.alive(p) for p in pids), 3)
+    print("lab figures:", json.dumps(RESULTS))
