@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
+from vmha.domain.agents import AgentRecord
 from vmha.domain.model import Event, Host, Instance, InstanceState, Job, Segment
 from vmha.domain.policy import HAPolicy
 
@@ -132,6 +133,14 @@ class Store(Protocol):
         """Replace a job if its stored generation is still
         `expected_generation`; else Conflict (a newer attempt owns it)."""
         ...
+
+    # registered agents (key: host; removed with their host)
+    def save_agent(self, agent: AgentRecord) -> AgentRecord:
+        """Create or replace the host's agent record; NotFound without the host."""
+        ...
+
+    def get_agent(self, host: str) -> AgentRecord: ...
+    def list_agents(self) -> list[AgentRecord]: ...
 
     # health
     def ping(self) -> None:

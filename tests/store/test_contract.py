@@ -513,3 +513,30 @@ def test_many_events_in_one_call_keep_their_order(store: Store) -> None:
     assert [e.subject for e in stored] == [e.subject for e in batch]
     assert [e.payload for e in stored] == [{"n": n} for n in range(150)]
     assert store.list_events(EventQuery(limit=1000)) == stored
+
+
+# -- registered agents -------------------------------------------------------
+
+
+def test_agent_records_round_trip_replace_and_go_with_their_host(store: Store) -> None:
+    from vmha.domain.agents import AgentRecord
+
+    segment(store)
+    store.create_host(Host("h1", "s1"))
+    first = AgentRecord("h1", "s" * 32, "http://198.18.0.11:8792", "tok", "0.1.0", "b1", 5.5)
+    assert store.save_agent(first) == first
+    again = dataclasses.replace(first, boot_id="b2", registered_at=9.0)
+    assert store.save_agent(again) == again
+    assert store.get_agent("h1") == again
+    assert store.list_agents() == [again]
+    store.delete_host("h1")
+    with pytest.raises(NotFound):
+        store.get_agent("h1")
+    assert store.list_agents() == []
+
+
+def test_agent_of_an_unknown_host_is_refused(store: Store) -> None:
+    from vmha.domain.agents import AgentRecord
+
+    with pytest.raises(NotFound, match="host 'h9'"):
+        store.save_agent(AgentRecord("h9", "s" * 32))

@@ -48,7 +48,7 @@ def test_fresh_database_is_not_current_until_upgraded(sqlite_url: str) -> None:
     store = open_store(sqlite_url)
     try:
         assert store.schema_current() is False
-        assert upgrade(sqlite_url) == head_revision() == "0001"
+        assert upgrade(sqlite_url) == head_revision() == "0002"
         assert store.schema_current() is True
     finally:
         store.close()
@@ -67,7 +67,7 @@ def test_open_store_with_migrate_is_idempotent(sqlite_url: str) -> None:
 
 
 def test_postgres_migrate_twice_is_idempotent(pg_url: str) -> None:
-    assert upgrade(pg_url) == "0001"
+    assert upgrade(pg_url) == head_revision()
     store = open_store(pg_url, migrate=True)
     try:
         assert store.schema_current()

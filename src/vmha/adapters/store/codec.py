@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from vmha.domain.agents import AgentRecord
 from vmha.domain.errors import ValidationError
 from vmha.domain.model import (
     Capacity,
@@ -42,6 +43,7 @@ JSON_COLUMNS: Mapping[str, tuple[str, ...]] = {
     "policies": ("policy",),
     "events": ("payload",),
     "jobs": ("steps", "data"),
+    "agents": (),
 }
 
 
@@ -175,3 +177,14 @@ def job_from(r: Mapping[str, Any]) -> Job:
         generation=int(r["generation"]), steps=steps, created_at=float(r["created_at"]),
         updated_at=float(r["updated_at"]), reason=r["reason"], data=r["data"],
     )
+
+
+AGENT_FIELDS = ("host", "secret", "api_url", "api_token", "version", "boot_id", "registered_at")
+
+
+def agent_row(a: AgentRecord) -> Row:
+    return {name: getattr(a, name) for name in AGENT_FIELDS}
+
+
+def agent_from(r: Mapping[str, Any]) -> AgentRecord:
+    return AgentRecord(**{name: r[name] for name in AGENT_FIELDS})

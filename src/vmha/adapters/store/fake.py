@@ -33,6 +33,7 @@ from vmha.adapters.store.query import (
     stale_job,
     type_matches,
 )
+from vmha.domain.agents import AgentRecord
 from vmha.domain.errors import Conflict, NotFound
 from vmha.domain.model import Event, Host, Instance, Job, Segment
 from vmha.ports import EventQuery, ListQuery, NamedPolicy, Page
@@ -47,7 +48,8 @@ class FakeStore:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._tables: dict[str, dict[str, Row]] = {
-            name: {} for name in ("segments", "hosts", "instances", "policies", "jobs")
+            name: {}
+            for name in ("segments", "hosts", "instances", "policies", "jobs", "agents")
         }
         self._events: list[Row] = []
         self._next_event_id = 1
@@ -194,6 +196,24 @@ class FakeStore:
         with self._lock:
             self._require("hosts", "host", name)
             self._delete("hosts", name, events)
+            self._tables["agents"].pop(name, None)  # as ON DELETE CASCADE
+
+    # -- agents -------------------------------------------------------------
+
+    def save_agent(self, agent: AgentRecord) -> AgentRecord:
+        with self._lock:
+            self._require("hosts", "host", agent.host)
+            self._put("agents", agent.host, codec.agent_row(agent))
+            return codec.agent_from(self._row("agents", "agent", agent.host))
+
+    def get_agent(self, host: str) -> AgentRecord:
+        with self._lock:
+            return codec.agent_from(self._row("agents", "agent", host))
+
+    def list_agents(self) -> list[AgentRecord]:
+        with self._lock:
+            keys = sorted(self._tables["agents"])
+            return [codec.agent_from(self._row("agents", "agent", k)) for k in keys]
 
     # -- instances --------------------------------------------------------
 

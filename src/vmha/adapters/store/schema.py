@@ -101,4 +101,18 @@ jobs = sa.Table(
     sa.Column("data", sa.JSON(), nullable=False),
 )
 
-TABLES = (policies, segments, hosts, instances, events, jobs)
+# One row per registered host agent; goes away with its host.
+agents = sa.Table(
+    "agents", metadata,
+    sa.Column(
+        "host", NAME, sa.ForeignKey("hosts.name", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("secret", TEXT, nullable=False),
+    sa.Column("api_url", TEXT, nullable=False),
+    sa.Column("api_token", TEXT, nullable=False),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("boot_id", sa.String(64), nullable=False),
+    sa.Column("registered_at", sa.Double(), nullable=False),
+)
+
+TABLES = (policies, segments, hosts, instances, events, jobs, agents)

@@ -40,6 +40,7 @@ from vmha.adapters.store.query import (
     segment_has_hosts,
     stale_job,
 )
+from vmha.domain.agents import AgentRecord
 from vmha.domain.errors import Conflict, NotFound
 from vmha.domain.model import Event, Host, Instance, Job, Segment
 from vmha.ports import EventQuery, ListQuery, NamedPolicy, Page
@@ -259,7 +260,27 @@ class SqlStore:
         return codec.host_from(row)
 
     def delete_host(self, name: str, events: Sequence[Event] = ()) -> None:
-        self._delete(t.hosts, "host", name, events)
+        self._delete(t.hosts, "host", name, events)  # its agent row cascades
+
+    # -- agents -------------------------------------------------------------
+
+    def save_agent(self, agent: AgentRecord) -> AgentRecord:
+        row = codec.agent_row(agent)
+        with self._tx(write=True) as conn:
+            self._require(conn, t.hosts, "host", agent.host)
+            if self._exists(conn, t.agents, agent.host):
+                conn.execute(t.agents.update().where(t.agents.c.host == agent.host), row)
+            else:
+                conn.execute(t.agents.insert(), row)
+            return codec.agent_from(self._one(conn, t.agents, "agent", agent.host))
+
+    def get_agent(self, host: str) -> AgentRecord:
+        return codec.agent_from(self._get(t.agents, "agent", host))
+
+    def list_agents(self) -> list[AgentRecord]:
+        with self._tx() as conn:
+            rows = conn.execute(sa.select(t.agents).order_by(t.agents.c.host)).mappings()
+            return [codec.agent_from(dict(r)) for r in rows]
 
     # -- instances --------------------------------------------------------
 
