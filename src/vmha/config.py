@@ -25,7 +25,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from vmha.errors import ConfigError
 
 DEFAULT_PORT = 8790
-ROLES = ("admin", "operator", "viewer")
+ROLES = ("admin", "operator", "viewer", "agent")
 
 
 def default_data_dir() -> Path:
@@ -56,7 +56,7 @@ class TokenConfig(_Section):
         if value.startswith("project:") and len(value) > len("project:"):
             return value
         raise ValueError(
-            f"{value!r} is not a role; allowed: admin, operator, viewer, project:<id>"
+            f"{value!r} is not a role; allowed: admin, operator, viewer, agent, project:<id>"
         )
 
     @model_validator(mode="after")

@@ -26,6 +26,7 @@ TOKENS = {
     "viewer": "tok-viewer",
     "project:p1": "tok-p1",
     "project:p2": "tok-p2",
+    "agent": "tok-agent",
 }
 
 

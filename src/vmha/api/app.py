@@ -16,7 +16,7 @@ from vmha import __version__
 from vmha.api import problems
 from vmha.api.auth import TokenTable
 from vmha.api.context import AppContext, no_nul_characters
-from vmha.api.routes import events, health, hosts, instances, policies, segments
+from vmha.api.routes import agents, events, health, hosts, instances, policies, segments
 from vmha.config import Settings
 from vmha.ports import Clock, IdGen, Store
 
@@ -43,6 +43,6 @@ def create_app(settings: Settings, store: Store, clock: Clock, ids: IdGen) -> Fa
         tokens=TokenTable.from_settings(settings),
     )
     problems.install(app)
-    for module in (health, segments, hosts, instances, policies, events):
+    for module in (health, segments, hosts, instances, policies, events, agents):
         app.include_router(module.router)
     return app

@@ -22,6 +22,9 @@ Role matrix (also in docs/api.md):
 | policies:write      |  yes  |   no     |  no    |  no               |
 | events:read         |  yes  |   yes    |  yes   |  own project only |
 | jobs:read           |  yes  |   yes    |  yes   |  no               |
+| agents:register     |  yes  |   no     |  no    |  no               |
+
+A fifth role, `agent`, holds only `agents:register` (for `vmha agent`).
 
 "own project only" is enforced by the routes (they read
 `Principal.project`): a project token's instance list and event feed are
@@ -60,6 +63,7 @@ class Permission(str, enum.Enum):
     POLICIES_WRITE = "policies:write"
     EVENTS_READ = "events:read"
     JOBS_READ = "jobs:read"
+    AGENTS_REGISTER = "agents:register"
 
 
 P = Permission
@@ -72,6 +76,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "operator": _READ | {P.HOSTS_MAINTENANCE, P.INSTANCES_WRITE},
     "viewer": _READ,
     "project": frozenset({P.INSTANCES_READ, P.INSTANCES_WRITE, P.POLICIES_READ, P.EVENTS_READ}),
+    "agent": frozenset({P.AGENTS_REGISTER}),
 }
 
 
