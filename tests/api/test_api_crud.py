@@ -45,7 +45,7 @@ def test_segment_with_hosts_cannot_be_deleted(seeded: TestClient) -> None:
 def test_host_lifecycle(admin: TestClient, clock: object) -> None:
     admin.post("/v1/segments", json={"name": "s1"})
     admin.post("/v1/segments", json={"name": "s2"})
-    body = {"name": "h1", "segment": "s1", "address": "192.0.2.1", "reserved": True,
+    body = {"name": "h1", "segment": "s1", "address": "198.18.0.21", "reserved": True,
             "capacity": {"vcpus": 4, "ram_mb": 8192, "disk_gb": 50},
             "fence_levels": [["redfish"], ["ipmi", "agent_watchdog"]]}
     created = admin.post("/v1/hosts", json=body)

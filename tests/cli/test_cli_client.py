@@ -25,15 +25,17 @@ def _ok(result: Result) -> str:
 
 def test_host_create_list_and_json(vmha: Vmha) -> None:
     _ok(vmha("segment", "create", "rack1", "--description", "first rack"))
-    out = _ok(vmha("host", "create", "cn1", "--segment", "rack1", "--address", "192.0.2.7",
+    out = _ok(vmha("host", "create", "cn1", "--segment", "rack1", "--address", "198.18.0.7",
                    "--vcpus", "16", "--ram-mb", "65536", "--disk-gb", "500", "--reserved",
                    "--fence-level", "redfish", "--fence-level", "ipmi,agent_watchdog"))
     assert "capacity.vcpus" in out and "16" in out
 
     table = _ok(vmha("host", "list", "--segment", "rack1"))
     header, row = table.strip().splitlines()[:2]
-    assert header.split() == ["NAME", "SEGMENT", "STATE", "ADDRESS", "MAINTENANCE", "RESERVED"]
-    assert row.split() == ["cn1", "rack1", "up", "192.0.2.7", "no", "yes"]
+    assert header.split() == [
+        "NAME", "SEGMENT", "STATE", "ADDRESS", "HEARTBEAT", "PHI", "MAINTENANCE", "RESERVED"
+    ]
+    assert row.split() == ["cn1", "rack1", "up", "198.18.0.7", "-", "-", "no", "yes"]
 
     page = json.loads(_ok(vmha("host", "list", "--segment", "rack1", "--json")))
     assert page["next_marker"] is None

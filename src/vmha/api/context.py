@@ -6,7 +6,7 @@ dependency. Nothing here does I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -19,12 +19,25 @@ from vmha.ports import Clock, IdGen, Store
 
 
 @dataclass(frozen=True)
+class Liveness:
+    """What the running detector knows of one host's heartbeats."""
+
+    heartbeat_age_s: float | None  # None: never heard since the controller started
+    phi: float
+
+
+@dataclass
 class AppContext:
     settings: Settings
     store: Store
     clock: Clock
     ids: IdGen
     tokens: TokenTable
+    # Set by the service once the engine runs; absent in a bare API app.
+    liveness: Callable[[], Mapping[str, Liveness]] | None = None
+
+    def liveness_of(self, host: str) -> Liveness | None:
+        return None if self.liveness is None else self.liveness().get(host)
 
 
 def context(request: Request) -> AppContext:

@@ -234,15 +234,20 @@ class HostOut(_Out):
     reserved: bool
     bmc: str | None
     fence_levels: FenceLevels
+    heartbeat_age_s: float | None = Field(
+        default=None, description="seconds since the last heartbeat (null: none heard)")
+    phi: float | None = Field(default=None, description="the failure detector's suspicion")
 
     @classmethod
-    def of(cls, h: Host) -> HostOut:
+    def of(cls, h: Host, live: Any = None) -> HostOut:
         return cls(
             name=h.name, segment=h.segment, address=h.address, state=h.state,
             state_reason=h.state_reason, state_since=h.state_since,
             maintenance=h.maintenance, schedulable=h.schedulable,
             capacity=CapacityModel.of(h.capacity), reserved=h.reserved, bmc=h.bmc,
             fence_levels=[list(level) for level in h.fence_levels],
+            heartbeat_age_s=None if live is None else live.heartbeat_age_s,
+            phi=None if live is None else live.phi,
         )
 
 

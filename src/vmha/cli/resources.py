@@ -8,7 +8,7 @@ store.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -157,10 +157,18 @@ def segment_update(
 # -- hosts ---------------------------------------------------------------------
 
 host_app = typer.Typer(help="Hosts: hypervisors.", no_args_is_help=True)
-# Heartbeat age and phi will join here once the detector reports them.
+def _number(key: str, unit: str = "") -> Callable[[dict[str, Any]], str]:
+    def show(item: dict[str, Any]) -> str:
+        value = item.get(key)
+        return "-" if value is None else f"{value:.1f}{unit}"
+
+    return show
+
+
 HOST_COLUMNS: list[Column] = [
     ("NAME", field("name")), ("SEGMENT", field("segment")), ("STATE", field("state")),
-    ("ADDRESS", field("address")), ("MAINTENANCE", field("maintenance")),
+    ("ADDRESS", field("address")), ("HEARTBEAT", _number("heartbeat_age_s", " s ago")),
+    ("PHI", _number("phi")), ("MAINTENANCE", field("maintenance")),
     ("RESERVED", field("reserved")),
 ]
 _add_show_delete(host_app, "hosts", "host", "name")

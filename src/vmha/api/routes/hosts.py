@@ -35,7 +35,7 @@ def list_hosts(
     filters = {"segment": segment, "state": None if state is None else state.value}
     with list_errors():
         result = ctx.store.list_hosts(page.query(filters))
-    return page_of(result, HostOut.of)
+    return page_of(result, lambda h: HostOut.of(h, ctx.liveness_of(h.name)))
 
 
 @router.post("", status_code=201, response_model=HostOut)
@@ -53,7 +53,7 @@ def create_host(
 
 @router.get("/{name}", response_model=HostOut)
 def get_host(name: str, ctx: AppContext = Depends(context), _: Principal = READ) -> HostOut:
-    return HostOut.of(ctx.store.get_host(name))
+    return HostOut.of(ctx.store.get_host(name), ctx.liveness_of(name))
 
 
 @router.patch("/{name}", response_model=HostOut)
