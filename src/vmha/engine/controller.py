@@ -1,0 +1,182 @@
+"""The Controller: vmha's brain at run time.
+
+Built by `vmha serve` and by the simulator with the same ports (store,
+clock, ids, fencers, cloud, peer prober, bus). `run()` loads the cluster
+from the store, resumes every unfinished recovery job, then runs the
+detector loop until `stop()`. Agents feed it heartbeats and instance
+events; operators acknowledge fences, resume segments and set maintenance.
+All state that matters is in the Store, so a new Controller on the same
+store carries on where an old one stopped. Decisions live in
+`vmha.domain`; the parts here only do I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import replace
+
+from vmha.domain.errors import NotFound, VmhaError
+from vmha.domain.model import Host, HostState
+from vmha.engine.detection import HostMonitor
+from vmha.engine.instances import InstanceWatcher
+from vmha.engine.jobs import JobRunner
+from vmha.engine.settings import ControllerSettings
+from vmha.engine.state import Cluster
+from vmha.ports import Bus, Clock, Cloud, Fencer, IdGen, PeerProber, Store
+
+log = logging.getLogger("vmha.engine")
+
+
+class Controller:
+    def __init__(
+        self, settings: ControllerSettings, store: Store, clock: Clock, ids: IdGen,
+        fencers: Mapping[str, Fencer], cloud: Cloud, prober: PeerProber,
+        bus: Bus | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.cloud = cloud
+        self.cluster = Cluster(store, bus)
+        self.monitor = HostMonitor(settings, self.cluster, clock, fencers, prober,
+                                   self._host_failed)
+        self.jobs = JobRunner(settings, self.cluster, clock, ids, fencers, cloud, self.monitor)
+        self.instances = InstanceWatcher(settings, self.cluster, clock, cloud)
+        self._stopping = asyncio.Event()
+        self._started = False
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the cluster and resume jobs (done by `run()` too)."""
+        if self._started:
+            return
+        self._started = True
+        self.cluster.refresh()
+        now = self.clock.now()
+        self.monitor.start(now)
+        self.monitor.restore()  # paused segments stay paused across a restart
+        self.jobs.resume_all()
+        self.instances.resume()
+        for host in list(self.cluster.hosts.values()):
+            if host.state is HostState.FAILED and self.jobs.job_for(host.name) is None:
+                await self.jobs.host_failed(host, now)
+
+    async def run(self) -> None:
+        """Runs the detector loop and the job executor until stop()."""
+        await self.start()
+        last_refresh = self.clock.now()
+        try:
+            while not self._stopping.is_set():
+                try:
+                    last_refresh = await self._iteration(last_refresh)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("detector loop iteration failed")
+                await self.clock.sleep(self.settings.detector_tick_s)
+        finally:
+            await self._shutdown()
+
+    async def _iteration(self, last_refresh: float) -> float:
+        now = self.clock.now()
+        if now - last_refresh >= self.settings.store_refresh_s:
+            self.cluster.refresh()
+            last_refresh = now
+        was_blocked = {s: self.monitor.blocked(s) for s in self.cluster.segments}
+        await self.monitor.tick()
+        await self.monitor.hand_over_failed()
+        if any(self.monitor.blocked(s) != b for s, b in was_blocked.items()):
+            self.jobs.poke()
+        await self._enable_returned()
+        return last_refresh
+
+    async def _enable_returned(self) -> None:
+        while self.monitor.pending_enable:
+            name = self.monitor.pending_enable.pop()
+            try:
+                await self.cloud.enable_host(name)
+            except VmhaError as exc:
+                log.warning("could not re-enable host %s: %s", name, exc)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        for task in list(self.monitor.confirming.values()):
+            task.cancel()
+        await self.jobs.stop()
+        await self.instances.stop()
+
+    async def _host_failed(self, host: Host, now: float) -> None:
+        await self.jobs.host_failed(host, now)
+
+    # -- inputs ----------------------------------------------------------------
+
+    def heartbeat(self, host: str, seq: int, sent_at: float) -> None:
+        """A heartbeat from `host`'s agent was received now. Cheap, sync."""
+        self.monitor.heartbeat(host, seq, sent_at, self.clock.now())
+
+    async def instance_event(self, instance_id: str, kind: str, detail: str = "") -> None:
+        """From an agent: started, stopped, crashed, watchdog, app_failed, app_ok."""
+        await self.instances.event(instance_id, kind, detail)
+
+    async def fence_ack(self, host: str, who: str) -> None:
+        """An operator confirms `host` is powered off (manual fence)."""
+        if host not in self.cluster.hosts:
+            raise NotFound("host", host)
+        now = self.clock.now()
+        current = self.cluster.hosts[host]
+        if self.jobs.job_for(host) is None and current.state in (
+            HostState.SUSPECT, HostState.PARTITIONED
+        ):
+            failed = self.cluster.move_host(
+                host, HostState.FAILED, f"operator {who} acknowledged it is off", now)
+            if failed is not None:
+                self.jobs.acks[host] = who
+                await self.jobs.host_failed(failed, now)
+        elif self.jobs.job_for(host) is not None:
+            self.jobs.acks[host] = who
+        self.jobs.poke()
+        await self.cluster.flush()
+
+    async def resume_segment(self, segment: str, who: str) -> None:
+        if segment not in self.cluster.segments:
+            raise NotFound("segment", segment)
+        self.monitor.resume(segment, who, self.clock.now())
+        self.jobs.poke()
+        await self.cluster.flush()
+
+    async def set_maintenance(self, host: str, enabled: bool, reason: str = "") -> None:
+        if host not in self.cluster.hosts:
+            raise NotFound("host", host)
+        now = self.clock.now()
+        current = self.cluster.hosts[host]
+        if enabled and current.state is not HostState.MAINTENANCE:
+            why = reason or "maintenance requested"
+            moved = self.cluster.move_host(host, HostState.MAINTENANCE, why, now)
+            if moved is not None:
+                self.cluster.save_host(replace(moved, maintenance=True))
+        elif not enabled and current.state is HostState.MAINTENANCE:
+            why = reason or "maintenance finished"
+            moved = self.cluster.move_host(host, HostState.UP, why, now)
+            if moved is not None:
+                self.cluster.save_host(replace(moved, maintenance=False))
+            self.monitor.detector(host).last_arrival = now  # fresh grace period
+            self.monitor.healthy_since.pop(host, None)
+        await self.cluster.flush()
+
+    # -- for the simulator and tests --------------------------------------------
+
+    def restarts(self, instance_id: str) -> int:
+        """Restarts of `instance_id` within its current budget window."""
+        return self.instances.restarts(instance_id)
+
+    @property
+    def isolated(self) -> bool:
+        return self.monitor.isolated
+
+    def paused_segments(self) -> frozenset[str]:
+        return frozenset(self.monitor.paused)

@@ -1,0 +1,401 @@
+"""The real Controller on a virtual clock with FakeStore and scriptable fakes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from engine_harness import World
+
+from vmha.domain.model import HostState
+from vmha.engine import ControllerSettings
+from vmha.ports import ListQuery, PowerState
+from vmha.sim.loop import run_virtual
+
+
+def test_dead_host_is_fenced_and_its_instances_move() -> None:
+    async def main() -> World:
+        w = World()
+        w.add_cluster(["h1", "h2", "h3", "h4"])
+        w.add_vm("vm1", "h1", priority=900)
+        w.add_vm("vm2", "h1", priority=100)
+        w.add_vm("vm3", "h2")
+        w.start()
+        await asyncio.sleep(30)
+        w.power_off("h1")
+        await asyncio.sleep(60)
+        await w.close()
+        return w
+
+    w = run_virtual(main())
+    assert w.host_state("h1") == HostState.RECOVERED.value
+    suspect = w.event_times("host.suspect", "h1")[0]
+    assert 31.5 <= suspect <= 33.5  # ~2.5 s after the last heartbeat at t=30
+    types = [t for t, s in w.events("host.") if s == "h1"]
+    assert types == ["host.suspect", "host.failed", "host.fencing", "host.fenced",
+                     "host.recovering", "host.recovered"]
+    assert w.fencer.power["h1"] is PowerState.OFF
+    for vid in ("vm1", "vm2"):
+        host, state = w.placement(vid)
+        assert host in {"h2", "h3", "h4"} and state == "running"
+        assert w.cloud.running[vid] == {host}
+    # the higher priority instance was evacuated first
+    evac = [s for t, s in w.events("instance.evacuating")]
+    assert evac[:2] == ["vm1", "vm2"]
+
+
+def test_bmc_stuck_on_means_fence_failed_and_nothing_started() -> None:
+    async def main() -> World:
+        w = World()
+        w.add_cluster(["h1", "h2", "h3"], levels=(("ipmi",),))
+        w.add_vm("vm1", "h1")
+        w.fencer.stuck_on.add("h1")
+        w.start()
+        await asyncio.sleep(20)
+        w.silent.add("h1")
+        w.prober.cut("h1")  # unreachable, but powered on and still running vm1
+        await asyncio.sleep(100)
+        await w.close()
+        return w
+
+    w = run_virtual(main())
+    assert w.host_state("h1") == HostState.FAILED.value
+    assert ("host.fence_failed", "h1") in w.events("host.")
+    assert w.cloud.count("start") == 0
+    assert w.cloud.running["vm1"] == {"h1"}
+    assert w.placement("vm1") == ("h1", "running")
+    # retried on schedule (every 60 s): more than one power-off attempt
+    assert w.fencer.count("off", "h1") >= 2
+
+
+def test_controller_restart_mid_job_resumes_without_repeating() -> None:
+    async def main() -> World:
+        w = World(settings=ControllerSettings(max_parallel_evacuations=2))
+        w.cloud.start_delay_s = 2.0
+        w.add_cluster(["h1", "h2", "h3"])
+        for i in range(6):
+            w.add_vm(f"vm{i}", "h1", priority=100 * i)
+        w.start()
+        await asyncio.sleep(20)
+        w.power_off("h1")
+        # stop as soon as some, but not all, instances were started elsewhere
+        for _ in range(2000):
+            await asyncio.sleep(0.01)
+            if w.cloud.count("started") >= 1:
+                break
+        await w.stop_controller()
+        assert w.cloud.count("started") < 6
+        w.start()
+        await asyncio.sleep(60)
+        await w.close()
+        return w
+
+    w = run_virtual(main())
+    assert w.host_state("h1") == HostState.RECOVERED.value
+    assert w.fencer.count("off", "h1") == 1
+    for i in range(6):
+        assert w.cloud.count("started", f"vm{i}") == 1
+        host, state = w.placement(f"vm{i}")
+        assert state == "running" and w.cloud.running[f"vm{i}"] == {host}
+    job = w.store.list_jobs(ListQuery()).items[0]
+    done = [s.name for s in job.steps if s.state == "done"]
+    assert len(done) == len(set(done)), "a finished step ran twice"
+
+
+def test_partitioned_host_is_never_fenced() -> None:
+    async def main() -> World:
+        w = World()
+        w.add_cluster(["h1", "h2", "h3"])
+        w.add_vm("vm1", "h1")
+        w.start()
+        await asyncio.sleep(20)
+        w.silent.add("h1")  # controller link only: peers still reach it
+        await asyncio.sleep(60)
+        w.silent.discard("h1")
+        await asyncio.sleep(5)
+        await w.close()
+        return w
+
+    w = run_virtual(main())
+    types = [t for t, s in w.events("host.") if s == "h1"]
+    assert types == ["host.suspect", "host.partitioned", "host.up"]
+    assert w.fencer.count("off") == 0 and w.cloud.count("start") == 0
+
+
+def test_mass_failure_pauses_fencing_until_hosts_return() -> None:
+    async def main() -> World:
+        w = World()
+        w.add_cluster(["h1", "h2", "h3", "h4", "h5"])
+        w.start()
+        await asyncio.sleep(30)
+        for h in ("h1", "h2", "h3"):
+            w.silent.add(h)
+            w.prober.cut(h)
+        await asyncio.sleep(30)
+        assert w.fencer.count("off") == 0
+        for h in ("h1", "h2", "h3"):
+            w.silent.discard(h)
+            w.prober.heal(h)
+        await asyncio.sleep(60)
+        await w.close()
+        return w
+
+    w = run_virtual(main())
+    assert ("segment.recovery_paused", "s1") in w.events("segment.")
+    assert ("segment.recovery_resumed", "s1") in w.events("segment.")
+    assert w.fencer.count("off") == 0
+    assert all(w.host_state(h) == "up" for h in ("h1", "h2", "h3"))
+
+
+def test_operator_resume_lets_recovery_run() -> None:
+    async def main() -> World:
+        w = World()
+        w.add_cluster(["h1", "h2", "h3"])
+        w.add_vm("vm1", "h1")
+        w.start()
+        await asyncio.sleep(30)
+        w.power_off("h1")
+        w.power_off("h2")
+        await asyncio.sleep(20)
+        assert w.fencer.count("off") == 0
+        assert w.controller is not None
+        await w.controller.resume_segment("s1", "alice")
+        await asyncio.sleep(60)
+        await w.close()
+        return w
+
+    w = run_virtual(main())
+    assert w.fencer.count("off", "h1") == 1
+    assert w.placement("vm1") == ("h3", "running")
+
+
+def test_self_fence_path_when_the_bmc_is_unreachable() -> None:
+    async def main() -> World:
+        w = World()
+        w.add_cluster(["h1", "h2", "h3"])
+        w.add_vm("vm1", "h1")
+        w.fencer.unreachable.add("h1")
+        w.start()
+        await asyncio.sleep(30)
+        w.power_off("h1")
+        await asyncio.sleep(60)
+        await w.close()
+        return w
+
+    w = run_virtual(main())
+    fenced = w.event_times("host.fenced", "h1")
+    assert fenced and fenced[0] >= 29.9 + 20  # not before the self-fence deadline
+    assert w.placement("vm1")[1] == "running"
+
+
+def test_guest_crash_restarts_then_budget_runs_out() -> None:
+    async def main() -> World:
+        w = World()
+        w.add_cluster(["h1", "h2"])
+        w.add_vm("vm1", "h1", guest="auto", max_restarts=2, window_s=600)
+        c = w.start()
+        await asyncio.sleep(5)
+        for _ in range(3):
+            await c.instance_event("vm1", "crashed", "pvpanic")
+            await asyncio.sleep(60)
+        await w.close()
+        return w
+
+    w = run_virtual(main())
+    assert [t for t, _ in w.events("instance.")] == [
+        "instance.crashed", "instance.restarted", "instance.crashed", "instance.restarted",
+        "instance.crashed", "instance.recovery_failed"]
+    first = w.event_times("instance.restarted", "vm1")
+    assert first == pytest.approx([15.0, 65.0 + 20])  # 10 s, then 20 s backoff
+    assert w.placement("vm1") == ("h1", "error")
+
+
+def test_returning_host_becomes_up_after_a_healthy_period() -> None:
+    async def main() -> World:
+        w = World()
+        w.add_cluster(["h1", "h2"])
+        w.add_vm("vm1", "h1")
+        w.start()
+        await asyncio.sleep(30)
+        w.power_off("h1")
+        await asyncio.sleep(30)
+        assert w.host_state("h1") == "recovered"
+        w.silent.discard("h1")
+        w.prober.heal("h1")
+        await asyncio.sleep(60)
+        await w.close()
+        return w
+
+    w = run_virtual(main())
+    assert w.host_state("h1") == "up"
+    up = w.event_times("host.up", "h1")[0]
+    assert 60 + 30 <= up <= 60 + 40
+    assert w.placement("vm1")[0] == "h2"  # its old VM stays where it went
+    assert ("enable", "", "h1") in w.cloud.calls
+
+
+def test_maintenance_host_is_ignored_and_not_a_target() -> None:
+    async def main() -> World:
+        w = World()
+        w.add_cluster(["h1", "h2", "h3"])
+        w.add_vm("vm1", "h1")
+        c = w.start()
+        await asyncio.sleep(20)
+        await c.set_maintenance("h2", True, "kernel upgrade")
+        w.silent.add("h2")  # rebooting in maintenance: not a failure
+        await asyncio.sleep(10)
+        w.power_off("h1")
+        await asyncio.sleep(40)
+        await w.close()
+        return w
+
+    w = run_virtual(main())
+    assert w.host_state("h2") == "maintenance"
+    assert w.placement("vm1") == ("h3", "running")
+    assert not [e for e in w.events("host.suspect") if e[1] == "h2"]
+
+
+def test_operator_ack_fences_a_host_stuck_on() -> None:
+    async def main() -> World:
+        w = World()
+        w.add_cluster(["h1", "h2", "h3"], levels=(("ipmi",), ("manual",)))
+        w.add_vm("vm1", "h1")
+        w.fencer.stuck_on.add("h1")
+        c = w.start()
+        await asyncio.sleep(20)
+        w.power_off("h1")  # dead, but the BMC cannot prove it
+        await asyncio.sleep(30)
+        assert w.cloud.count("start") == 0
+        assert w.host_state("h1") == "failed"
+        await c.fence_ack("h1", "alice")
+        await asyncio.sleep(10)
+        await w.close()
+        return w
+
+    w = run_virtual(main())
+    assert w.placement("vm1")[1] == "running" and w.placement("vm1")[0] != "h1"
+    fenced = [e for e in w.events("host.fenced")]
+    assert fenced == [("host.fenced", "h1")]
+
+
+def test_failed_start_is_retried_on_another_host() -> None:
+    async def main() -> World:
+        w = World()
+        w.add_cluster(["h1", "h2", "h3"])
+        w.add_vm("vm1", "h1")
+        w.add_vm("busy", "h3", ram_mb=8192)  # h2 has the most free RAM: first choice
+        w.cloud.refuse_start.add("h2")
+        w.start()
+        await asyncio.sleep(20)
+        w.power_off("h1")
+        await asyncio.sleep(40)
+        await w.close()
+        return w
+
+    w = run_virtual(main())
+    starts = [(op, host) for op, iid, host in w.cloud.calls if iid == "vm1"]
+    assert ("start", "h2") in starts and ("stop", "h2") in starts
+    assert w.placement("vm1") == ("h3", "running")
+    assert w.cloud.running["vm1"] == {"h3"}
+
+
+def test_pause_survives_a_controller_restart() -> None:
+    async def main() -> World:
+        w = World()
+        w.add_cluster(["h1", "h2", "h3", "h4", "h5"])
+        for h in ("h1", "h2", "h3"):
+            w.add_vm(f"vm-{h}", h)
+        w.start()
+        await asyncio.sleep(30)
+        for h in ("h1", "h2", "h3"):
+            w.power_off(h)
+        await asyncio.sleep(60)
+        await w.stop_controller()
+        c = w.start()
+        await asyncio.sleep(60)
+        assert w.fencer.count("off") == 0, "fenced while the segment was paused"
+        await c.resume_segment("s1", "alice")
+        await asyncio.sleep(100)
+        await w.close()
+        return w
+
+    w = run_virtual(main())
+    offs = [t for t in w.event_times("host.fencing", "h1") + w.event_times("host.fencing", "h2")
+            + w.event_times("host.fencing", "h3")]
+    assert len(offs) == 3
+    gaps = [b - a for a, b in zip(sorted(offs), sorted(offs)[1:], strict=False)]
+    assert all(g >= 29.9 for g in gaps)  # one fence per 30 s in the segment
+    assert all(w.placement(f"vm-{h}")[0] in {"h4", "h5"} for h in ("h1", "h2", "h3"))
+
+
+def test_restart_does_not_declare_a_silent_host_up() -> None:
+    async def main() -> World:
+        w = World()
+        w.add_cluster(["h1", "h2", "h3"])
+        w.start()
+        await asyncio.sleep(30)
+        w.silent.add("h1")  # partitioned from the controller
+        await asyncio.sleep(20)
+        await w.stop_controller()
+        w.start()
+        await asyncio.sleep(30)
+        assert w.host_state("h1") == "partitioned"
+        w.silent.discard("h1")
+        await asyncio.sleep(5)
+        await w.close()
+        return w
+
+    w = run_virtual(main())
+    types = [t for t, s in w.events("host.") if s == "h1"]
+    assert types == ["host.suspect", "host.partitioned", "host.up"]
+
+
+def test_pending_restart_survives_a_controller_restart() -> None:
+    async def main() -> World:
+        w = World()
+        w.add_cluster(["h1", "h2"])
+        w.add_vm("vm1", "h1", guest="auto")
+        c = w.start()
+        await asyncio.sleep(5)
+        w.cloud.running["vm1"].discard("h1")
+        await c.instance_event("vm1", "crashed", "pvpanic")
+        await asyncio.sleep(3)  # restart due at 15 s; the controller dies first
+        await w.stop_controller()
+        w.start()
+        await asyncio.sleep(30)
+        await w.close()
+        return w
+
+    w = run_virtual(main())
+    assert w.placement("vm1") == ("h1", "running")
+    assert w.cloud.running["vm1"] == {"h1"}
+    assert [t for t, _ in w.events("instance.")] == ["instance.crashed", "instance.restarted"]
+
+
+def test_target_failing_mid_evacuation_hands_the_instance_to_its_own_recovery() -> None:
+    async def main() -> World:
+        w = World()
+        w.add_cluster(["h1", "h2", "h3", "h4"])
+        w.add_vm("vm1", "h1")
+        w.add_vm("a3", "h3", ram_mb=4096)
+        w.add_vm("a4", "h4", ram_mb=4096)  # h2 is the emptiest: vm1's first target
+        w.cloud.start_delay_s = 5.0
+        w.start()
+        await asyncio.sleep(40)
+        w.power_off("h1")
+        for _ in range(1000):
+            await asyncio.sleep(0.1)
+            if ("start", "vm1", "h2") in w.cloud.calls:
+                break
+        w.power_off("h2")  # dies while vm1 is starting there
+        w.cloud.down_hosts.add("h2")
+        await asyncio.sleep(120)
+        await w.close()
+        return w
+
+    w = run_virtual(main())
+    host, state = w.placement("vm1")
+    assert host in {"h3", "h4"} and state == "running"
+    assert w.cloud.running["vm1"] == {host}
+    assert w.host_state("h2") == "recovered"
+    assert w.fencer.power["h2"] is PowerState.OFF  # fenced before vm1 moved on
