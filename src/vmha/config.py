@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from vmha.errors import ConfigError
+from vmha.errors import ConfigError, ValidationError
 
 DEFAULT_PORT = 8790
 ROLES = ("admin", "operator", "viewer", "agent")
@@ -121,6 +121,26 @@ class StoreConfig(_Section):
         return self.url or f"sqlite:///{self.data_dir / 'vmha.db'}"
 
 
+class HeartbeatConfig(_Section):
+    """Where the controller listens for agents' signed UDP heartbeats."""
+
+    enabled: bool = True
+    listen: str = "0.0.0.0:8791"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        return ApiConfig._listen(value)
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -138,6 +158,10 @@ class Settings(BaseSettings):
     api: ApiConfig = Field(default_factory=ApiConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    heartbeat: HeartbeatConfig = Field(default_factory=HeartbeatConfig)
+    # Detector, fencing and recovery tunables: the keys and defaults of
+    # vmha.engine.settings.ControllerSettings (checked by load_settings).
+    controller: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod
     def settings_customise_sources(
@@ -181,7 +205,22 @@ def load_settings(path: str | Path | None = None) -> Settings:
         raise ConfigError(_describe(exc, file_path)) from None
     for token in settings.api.tokens:
         token.secret()  # a missing token_file is a config error, found now
+    controller_settings(settings, file_path)
     return settings
+
+
+def controller_settings(settings: Settings, file_path: Path | None = None) -> Any:
+    """The engine's ControllerSettings from `[controller]`, or ConfigError."""
+    from vmha.engine.settings import ControllerSettings  # the engine is optional here
+
+    try:
+        return ControllerSettings.from_mapping(settings.controller)
+    except ValidationError as exc:
+        where = f"{file_path}: " if file_path else ""
+        value = settings.controller.get(exc.field, "?")
+        raise ConfigError(
+            f"invalid configuration:\n  {where}controller.{exc.field} = {value!r}: {exc.reason}"
+        ) from None
 
 
 def _describe(exc: PydanticValidationError, file_path: Path | None) -> str:

@@ -39,7 +39,7 @@ def test_the_agents_verdict_is_returned() -> None:
     (request,) = seen
     assert str(request.url) == "http://198.18.0.11:8792/v1/probe"
     assert request.headers["authorization"] == "Bearer agent-token"
-    assert json.loads(request.content) == {"targets": ["host2"], "timeout_s": 1.0}
+    assert json.loads(request.content) == {"targets": ["host2"], "timeout_s": 0.6}
 
 
 def test_no_verdict_when_the_peer_cannot_be_asked() -> None:

@@ -29,13 +29,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def write_config(directory: Path, port: int) -> Path:
     path = directory / "vmha.toml"
     path.write_text(
         f'[api]\nlisten = "127.0.0.1:{port}"\n\n'
         f'[[api.tokens]]\ntoken = "{ADMIN_TOKEN}"\nrole = "admin"\nname = "ops"\n\n'
         f'[[api.tokens]]\ntoken = "{VIEWER_TOKEN}"\nrole = "viewer"\n\n'
-        f'[store]\nurl = "sqlite:///{directory / "vmha.db"}"\n'
+        f'[store]\nurl = "sqlite:///{directory / "vmha.db"}"\n\n'
+        f'[heartbeat]\nlisten = "127.0.0.1:{free_udp_port()}"\n'
     )
     return path
 

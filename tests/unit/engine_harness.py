@@ -12,6 +12,7 @@ from vmha.adapters.fencing.fake import FakeFencer
 from vmha.adapters.peer.fake import FakePeerProber
 from vmha.adapters.store.fake import FakeStore
 from vmha.adapters.system import SequentialIds
+from vmha.domain.agents import AgentRecord
 from vmha.domain.model import Capacity, Host, Instance, RecoveryMethod, Segment
 from vmha.domain.policy import HAPolicy
 from vmha.engine import Controller, ControllerSettings
@@ -44,6 +45,7 @@ class World:
         for name in hosts:
             self.store.create_host(Host(name, "s1", capacity=Capacity(vcpus, ram_mb),
                                         reserved=name in set(reserved), fence_levels=levels))
+            self.store.save_agent(AgentRecord(name, f"secret-of-{name}-0123456789"))
 
     def add_vm(self, vid: str, host: str, vcpus: int = 2, ram_mb: int = 2048,
                priority: int = 500, **policy: object) -> None:

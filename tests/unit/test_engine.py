@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from engine_harness import World
 
-from vmha.domain.model import HostState
+from vmha.domain.model import Host, HostState
 from vmha.engine import ControllerSettings
 from vmha.ports import ListQuery, PowerState
 from vmha.sim.loop import run_virtual
@@ -399,3 +399,20 @@ def test_target_failing_mid_evacuation_hands_the_instance_to_its_own_recovery() 
     assert w.cloud.running["vm1"] == {host}
     assert w.host_state("h2") == "recovered"
     assert w.fencer.power["h2"] is PowerState.OFF  # fenced before vm1 moved on
+
+
+def test_a_host_without_a_registered_agent_is_not_watched() -> None:
+    """No agent, no heartbeats to miss: such a host never turns suspect."""
+
+    async def main() -> World:
+        w = World()
+        w.add_cluster(["h1", "h2", "h3"])
+        w.start()
+        w.store.create_host(Host("h4", "s1"))  # no agent record, no heartbeats
+        await asyncio.sleep(120)
+        await w.close()
+        return w
+
+    w = run_virtual(main())
+    assert w.host_state("h4") == "up"
+    assert [t for t, s in w.events("host.") if s == "h4"] == []

@@ -50,10 +50,10 @@ EXAMPLE_INSTANCES = [
 ]
 
 
-def free_port(preferred: int) -> int:
+def free_port(preferred: int, kind: int = socket.SOCK_STREAM) -> int:
     """`preferred` when it is free on 127.0.0.1, else any free port."""
     for port in (preferred, 0):
-        with socket.socket() as sock:
+        with socket.socket(socket.AF_INET, kind) as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
@@ -71,7 +71,8 @@ def write_config(directory: Path, port: int, token: str) -> Path:
     path.write_text(
         f'[api]\nlisten = "127.0.0.1:{port}"\n\n'
         f'[[api.tokens]]\ntoken = "{token}"\nrole = "admin"\nname = "demo-admin"\n\n'
-        f'[store]\nurl = "sqlite:///{db}"\n'
+        f'[store]\nurl = "sqlite:///{db}"\n\n'
+        f'[heartbeat]\nlisten = "127.0.0.1:{free_port(port + 1, socket.SOCK_DGRAM)}"\n'
     )
     path.chmod(0o600)
     return path

@@ -4,7 +4,7 @@ They read the configuration (`--config`, `VMHA_CONFIG`, `./vmha.toml`);
 a bad configuration stops them with one line and exit code 2 before
 anything starts. `build_controller` assembles a controller (store with
 migrations applied, API app) and is what the failure detector and the
-recovery engine will hook into later (see its docstring).
+recovery engine start with the app (vmha.cli.service).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from vmha.adapters.system import SystemClock, UuidGen
 from vmha.api import create_app
 from vmha.cli.client import CliError, cli_errors
 from vmha.cli.output import print_json, print_record
+from vmha.cli.service import Service
 from vmha.config import Settings, hide_password, load_settings, masked
 from vmha.errors import ConfigError, VmhaError
 from vmha.ports import Clock, IdGen, Store
@@ -62,10 +63,9 @@ class Controller:
 def build_controller(
     settings: Settings, clock: Clock | None = None, ids: IdGen | None = None
 ) -> Controller:
-    """Open the store (applying migrations) and build the API app.
-
-    The failure detector and recovery engine will be started from here
-    (as the app's lifespan tasks, sharing `store` and `clock`)."""
+    """Open the store (applying migrations) and build the API app, whose
+    lifespan starts the engine and the heartbeat receiver (see
+    vmha.cli.service)."""
     url = settings.store.effective_url()
     try:
         if url.startswith("sqlite:///"):
@@ -77,7 +77,11 @@ def build_controller(
         store = open_store(url, migrate=True)
     except VmhaError as exc:
         raise CliError(f"cannot open the store at {hide_password(url)}: {exc.detail}") from exc
-    app = create_app(settings, store, clock or SystemClock(), ids or UuidGen())
+    clock, ids = clock or SystemClock(), ids or UuidGen()
+    app = create_app(settings, store, clock, ids)
+    # The service's lifespan runs the engine and the heartbeat receiver
+    # whenever the app is served.
+    Service(settings, store, clock, ids, app)
     return Controller(settings, store, app)
 
 
@@ -87,12 +91,13 @@ def serve(
     host: Annotated[str | None, typer.Option("--host", help="Override api.listen's host.")] = None,
     port: Annotated[int | None, typer.Option("--port", help="Override api.listen's port.")] = None,
 ) -> None:
-    """Run the controller: REST API (and, later, detector and engine)."""
+    """Run the controller: REST API, failure detector, recovery engine, heartbeats."""
     settings = load(config)
     logging.basicConfig(
         level=settings.log.level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per peer probe
     controller = build_controller(settings)
     bind_host = host or settings.api.host
     bind_port = port or settings.api.port

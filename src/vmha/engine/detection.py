@@ -75,6 +75,8 @@ class HostMonitor:
         that is already dead is still detected (after the warm-up timeout)."""
         self._started_at = now
         for name, host in self.cluster.hosts.items():
+            if name not in self.cluster.monitored:
+                continue
             self.detector(name).last_arrival = now
             if host.state is not HostState.UP:
                 self.trouble_since.setdefault(name, host.state_since)
@@ -121,7 +123,9 @@ class HostMonitor:
 
     async def tick(self) -> None:
         now = self.clock.now()
-        for name in sorted(self.cluster.hosts):
+        for name in sorted(self.cluster.monitored & self.cluster.hosts.keys()):
+            if name not in self.detectors:  # registered since: heard from now on
+                self.detector(name).last_arrival = now
             self._evaluate(self.cluster.hosts[name], now)
         # the guard changes only with host states, or as its window slides
         if self.cluster.version != self._guard_version or now >= self._guard_due:

@@ -49,15 +49,19 @@ class Cluster:
         self.bus = bus
         self.segments: dict[str, Segment] = {}
         self.hosts: dict[str, Host] = {}
+        # Hosts with a registered agent: the only ones the detector watches
+        # (a host without an agent sends no heartbeats to miss).
+        self.monitored: frozenset[str] = frozenset()
         self.outbox: list[Event] = []  # written events not yet handed to the bus
         self.version = 0  # grows on every host/segment change seen here
 
     def refresh(self) -> None:
         segments = {s.name: s for s in list_all(self.store.list_segments)}
         hosts = {h.name: h for h in list_all(self.store.list_hosts)}
-        if segments != self.segments or hosts != self.hosts:
+        monitored = frozenset(a.host for a in self.store.list_agents())
+        if segments != self.segments or hosts != self.hosts or monitored != self.monitored:
             self.version += 1
-        self.segments, self.hosts = segments, hosts
+        self.segments, self.hosts, self.monitored = segments, hosts, monitored
 
     def hosts_of(self, segment: str) -> list[Host]:
         return sorted(

@@ -3,9 +3,13 @@
 If `vmha serve` exists (the `vmha` script beside this Python answers
 `serve --help`),
 `start_controller` writes DIR/controller/vmha.toml (SQLite under
-DIR/controller, a generated admin token, the API on BRIDGE_ADDR:port) and
-starts it detached; else it returns a record saying why it skipped. The
-heartbeat receiver is the controller's: agents send to 198.18.0.1:8791.
+DIR/controller, a generated admin token and an agent token, the API on
+BRIDGE_ADDR:port, the heartbeat receiver on BRIDGE_ADDR:heartbeat_port,
+the detector's interval and the self-fence deadline matching the lab's
+agents), starts it detached and creates the lab's segment; else it returns
+a record saying why it skipped. With a controller, the agents register
+themselves (`POST /v1/agents/register`) and get their heartbeat secrets
+from it; without one they use the lab's pre-shared secrets.
 
 Called by `vmha.lab.lab.up`; returns plain data for lab.json.
 """
@@ -13,11 +17,14 @@ Called by `vmha.lab.lab.up`; returns plain data for lab.json.
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,15 +50,36 @@ def serve_available() -> bool:
     return done.returncode == 0
 
 
-def write_config(ctl_dir: Path, address: str, port: int, token: str) -> Path:
+def self_fence_deadline(settings: Mapping[str, Any]) -> float:
+    """What the controller may assume about a cut-off lab host (docs/agent.md):
+    contact window (3 intervals) + isolation timeout + one interval + the
+    watchdog timeout, plus a margin of 10 % or 2 s, whichever is larger."""
+    interval = float(settings["heartbeat_interval_s"])
+    base = (3 * interval + float(settings["isolation_timeout_s"]) + interval
+            + float(settings["watchdog_timeout_s"]))
+    return round(base + max(2.0, 0.1 * base), 1)
+
+
+def write_config(ctl_dir: Path, address: str, port: int, tokens: Mapping[str, str],
+                 settings: Mapping[str, Any]) -> Path:
     ctl_dir.mkdir(parents=True, exist_ok=True)
     path = ctl_dir / "vmha.toml"
+    q = json.dumps
     path.write_text(
         "[api]\n"
         f'listen = "{address}:{port}"\n'
-        f'tokens = [{{ token = {json.dumps(token)}, role = "admin", name = "lab" }}]\n'
+        "tokens = [\n"
+        f'  {{ token = {q(tokens["admin"])}, role = "admin", name = "lab" }},\n'
+        f'  {{ token = {q(tokens["agent"])}, role = "agent", name = "lab-agents" }},\n'
+        "]\n"
         "[store]\n"
-        f"data_dir = {json.dumps(str(ctl_dir))}\n"
+        f"data_dir = {q(str(ctl_dir))}\n"
+        "[heartbeat]\n"
+        f'listen = "{address}:{settings["heartbeat_port"]}"\n'
+        "[controller]\n"
+        f"heartbeat_interval_s = {float(settings['heartbeat_interval_s'])}\n"
+        f"self_fence_deadline_s = {self_fence_deadline(settings)}\n"
+        'default_fence_levels = [["agent_watchdog"], ["manual"]]\n'
     )
     path.chmod(0o600)
     return path
@@ -68,16 +96,37 @@ def wait_healthy(url: str, timeout_s: float = 20.0) -> bool:
     return False
 
 
-def start_controller(lab_dir: Path, port: int, token: str) -> dict[str, Any]:
+def create_segment(url: str, token: str, name: str) -> None:
+    """The lab's segment, so that registering agents have a home."""
+    req = urllib.request.Request(  # noqa: S310 - our own controller on the lab bridge
+        f"{url}/v1/segments", data=json.dumps({"name": name}).encode(), method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10):  # noqa: S310
+            return
+    except urllib.error.HTTPError as exc:
+        if exc.code != 409:  # already there (a restarted controller): fine
+            raise net.LabCommandFailed(
+                f"the controller refused segment {name!r}: HTTP {exc.code}") from exc
+
+
+def start_controller(lab_dir: Path, port: int, token: str,
+                     settings: Mapping[str, Any], segment: str) -> dict[str, Any]:
     url = f"http://{net.BRIDGE_ADDR}:{port}"
+    agent_token = secrets.token_urlsafe(24)
     script = vmha_script()
     if script is None or not serve_available():
         return {"url": None, "token": token, "pid": None,
                 "skipped": "vmha serve is not available in this build"}
     ctl_dir = lab_dir / "controller"
-    cfg = write_config(ctl_dir, net.BRIDGE_ADDR, port, token)
+    cfg = write_config(ctl_dir, net.BRIDGE_ADDR, port,
+                       {"admin": token, "agent": agent_token}, settings)
     pid = net.spawn_detached(
         [script, "serve", "--config", str(cfg)], ctl_dir / "serve.log"
     )
     healthy = wait_healthy(url)
-    return {"url": url, "token": token, "pid": pid, "config": str(cfg), "healthy": healthy}
+    if healthy:
+        create_segment(url, token, segment)
+    return {"url": url, "token": token, "agent_token": agent_token, "pid": pid,
+            "config": str(cfg), "healthy": healthy}

@@ -58,17 +58,22 @@ def _host_dir(lab_dir: Path, name: str) -> Path:
 
 
 def _agent_toml(st: dict[str, Any], name: str) -> str:
-    s, h = st["settings"], st["hosts"][name]
+    s, h, ctl = st["settings"], st["hosts"][name], st["controller"]
     peers = {n: f"{p['address']}:{AGENT_PORT}" for n, p in st["hosts"].items() if n != name}
     q = json.dumps
+    # With a running controller the agent registers and gets its secret
+    # there; without one, the lab's pre-shared secret is all there is.
+    registers = bool(ctl.get("healthy") and ctl.get("agent_token"))
+    secret = [] if registers else [f"secret = {q(h['secret'])}"]
+    token = [f"token = {q(ctl['agent_token'])}"] if registers else []
     lines = [
         f"host = {q(name)}", f"segment = {q(SEGMENT)}", f"address = {q(h['address'])}",
         f"state_dir = {q(str(Path(h['dir']) / 'state'))}",
         f"heartbeat_interval_s = {s['heartbeat_interval_s']}",
-        f"secret = {q(h['secret'])}", f"segment_secret = {q(st['segment_secret'])}",
+        *secret, f"segment_secret = {q(st['segment_secret'])}",
         "[controller]",
         f"heartbeat = [{q(net.BRIDGE_ADDR + ':' + str(s['heartbeat_port']))}]",
-        f"url = {q(st['controller'].get('url') or '')}",
+        f"url = {q(ctl.get('url') or '')}", *token,
         "[api]", f"listen = {q(h['address'] + ':' + str(AGENT_PORT))}",
         f"token = {q(st['agent_token'])}",
         "[peers]", *(f"{n} = {q(a)}" for n, a in peers.items()),
@@ -110,7 +115,8 @@ def up(lab_dir: Path, settings: LabSettings) -> dict[str, Any]:
         _add_host(lab_dir, st, i)
     if settings.start_controller:
         st["controller"] = start_controller(lab_dir, settings.controller_port,
-                                            st["controller"]["token"])
+                                            st["controller"]["token"], asdict(settings),
+                                            SEGMENT)
         state.save(lab_dir, st)
     for name in st["hosts"]:
         Path(st["hosts"][name]["config"]).write_text(_agent_toml(st, name))

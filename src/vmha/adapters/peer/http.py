@@ -3,7 +3,8 @@
 The controller's confirmation round calls `probe(via, target, timeout_s)`;
 this adapter looks up `via`'s registered agent (API URL and token, from the
 store) and posts `{"targets": [target], "timeout_s": …}` to its
-`/v1/probe`. The verdict is `True`/`False` from the agent, or `None` when
+`/v1/probe`, giving the agent 60 % of `timeout_s` so that its answer
+arrives within `timeout_s`. The verdict is `True`/`False` from the agent, or `None` when
 `via` itself cannot be asked (not registered, unreachable, error answer):
 such a peer's opinion does not count either way.
 
@@ -22,8 +23,9 @@ from vmha.ports import Store
 
 log = logging.getLogger(__name__)
 
-# Time on top of the probe's own timeout for the HTTP round trip itself.
-HTTP_MARGIN_S = 0.5
+# `timeout_s` bounds the whole call (the engine cancels it after that), so
+# the agent gets this share of it to probe, the rest is the HTTP round trip.
+AGENT_SHARE = 0.6
 
 
 class HttpPeerProber:
@@ -48,9 +50,9 @@ class HttpPeerProber:
         try:
             response = await self._client.post(
                 f"{agent.api_url.rstrip('/')}/v1/probe",
-                json={"targets": [target], "timeout_s": timeout_s},
+                json={"targets": [target], "timeout_s": round(timeout_s * AGENT_SHARE, 3)},
                 headers={"Authorization": f"Bearer {agent.api_token}"},
-                timeout=timeout_s + HTTP_MARGIN_S,
+                timeout=timeout_s,
             )
         except httpx.HTTPError as exc:
             log.info("peer probe: %s did not answer (%s)", via, type(exc).__name__)

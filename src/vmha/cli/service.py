@@ -1,0 +1,126 @@
+"""The running controller service: API + engine + heartbeat receiver.
+
+`vmha serve` builds a `Service` and hands its app to uvicorn; the app's
+lifespan starts, on uvicorn's event loop:
+- the engine's `Controller` (detector loop, confirmation rounds, recovery
+  jobs) on the shared store and clock;
+- the UDP heartbeat receiver (`[heartbeat] listen`), whose accepted
+  heartbeats feed `Controller.heartbeat` and are acked to the agents;
+- a small cache of the agents' heartbeat secrets, refreshed from the store
+  in the background (and at once when an unknown host sends), so the
+  receiver's hot path never waits on the database.
+
+This module is the composition root: the only place that picks the real
+adapters. Fencing drivers and the cloud adapters are wired here as their
+issues land; until then no power fencing is configured (hosts fall back to
+the `agent_watchdog` and `manual` levels) and instance operations report
+that no cloud adapter is configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from vmha.adapters.cloud.none import NoCloud
+from vmha.adapters.heartbeat import start_receiver
+from vmha.adapters.peer.http import HttpPeerProber
+from vmha.api.context import Liveness
+from vmha.config import Settings, controller_settings
+from vmha.domain.errors import VmhaError
+from vmha.engine.controller import Controller
+from vmha.ports import Clock, IdGen, Store
+
+log = logging.getLogger("vmha.serve")
+
+SECRETS_REFRESH_S = 5.0
+SECRETS_MIN_GAP_S = 0.5  # at most two store reads a second for unknown hosts
+
+
+class AgentSecrets:
+    """Heartbeat secrets by host name, cached from the store's agent records."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._cache: dict[str, bytes] = {}
+        self._wanted = asyncio.Event()
+
+    def lookup(self, host: str) -> bytes | None:
+        secret = self._cache.get(host)
+        if secret is None:
+            self._wanted.set()  # maybe it registered a moment ago
+        return secret
+
+    def reload(self) -> None:
+        self._cache = {a.host: a.secret.encode() for a in self._store.list_agents()}
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.reload)
+            except VmhaError as exc:
+                log.warning("cannot refresh agent secrets: %s", exc.detail)
+            self._wanted.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wanted.wait(), SECRETS_REFRESH_S)
+            await asyncio.sleep(SECRETS_MIN_GAP_S)
+
+
+class Service:
+    """The parts of one controller process, started by the app's lifespan."""
+
+    def __init__(self, settings: Settings, store: Store, clock: Clock, ids: IdGen,
+                 app: FastAPI) -> None:
+        self.settings = settings
+        self.store = store
+        self.app = app
+        self.prober = HttpPeerProber(store)
+        self.engine = Controller(
+            controller_settings(settings), store, clock, ids,
+            fencers={}, cloud=NoCloud(), prober=self.prober,
+        )
+        self.secrets = AgentSecrets(store)
+        self.receiver: Any = None
+        self.clock = clock
+        app.router.lifespan_context = self.lifespan
+        app.state.vmha.liveness = self.liveness
+
+    def liveness(self) -> dict[str, Liveness]:
+        """Heartbeat age and phi of every host the detector has heard."""
+        now = self.clock.now()
+        out = {}
+        for name, det in list(self.engine.monitor.detectors.items()):
+            age = None if det.last_arrival is None else max(0.0, now - det.last_arrival)
+            out[name] = Liveness(heartbeat_age_s=age, phi=round(det.phi(now), 2))
+        return out
+
+    @asynccontextmanager
+    async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
+        tasks = [asyncio.create_task(self.secrets.run(), name="agent-secrets")]
+        transport = None
+        if self.settings.heartbeat.enabled:
+            hb = self.settings.heartbeat
+            transport, self.receiver = await start_receiver(
+                self.secrets.lookup, self.engine.heartbeat, hb.host, hb.port
+            )
+            log.info("heartbeats: listening on %s/udp", hb.listen)
+        tasks.append(asyncio.create_task(self.engine.run(), name="engine"))
+        try:
+            yield
+        finally:
+            await self.engine.stop()
+            if transport is not None:
+                transport.close()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.prober.aclose()
+
+    def close(self) -> None:
+        self.store.close()
