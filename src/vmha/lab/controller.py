@@ -80,6 +80,7 @@ def write_config(ctl_dir: Path, address: str, port: int, tokens: Mapping[str, st
         f"heartbeat_interval_s = {float(settings['heartbeat_interval_s'])}\n"
         f"self_fence_deadline_s = {self_fence_deadline(settings)}\n"
         'default_fence_levels = [["agent_watchdog"], ["manual"]]\n'
+        + "".join(f"{k} = {q(v)}\n" for k, v in sorted(settings.get("controller", {}).items()))
     )
     path.chmod(0o600)
     return path

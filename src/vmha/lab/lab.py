@@ -17,7 +17,8 @@ import secrets
 import sys
 import time
 import urllib.request
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,9 @@ class LabSettings:
     controller_port: int = 8790
     heartbeat_port: int = 8791
     start_controller: bool = True
+    # Extra [controller] settings for the lab's controller (ControllerSettings
+    # keys), e.g. {"host_return_healthy_s": 5} for tests and benchmarks.
+    controller: Mapping[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         if not 1 <= self.hosts <= net.MAX_HOSTS:

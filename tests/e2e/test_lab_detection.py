@@ -1,0 +1,191 @@
+"""End to end: real agents in namespaces, the real controller, real faults.
+
+One six-host lab with its controller (`vmha serve`: engine + UDP heartbeat
+receiver + agent registration) runs a single timeline of faults, one kind
+per host, and the tests below read what the controller recorded:
+
+  t=0   host4: 30 % random loss for 65 s     -> never failed
+        host3: controller link cut for 15 s   -> partitioned, never failed
+        host5: agent killed, restarted at 1 s -> no state change
+  t=20  host5: agent killed for good          -> failed, fencing requested
+  t=30  host1: power off                      -> failed
+  t=40  host2: network down                   -> failed
+  t=65  host4 healed; host6 untouched throughout
+
+Three of six hosts fail (50 %), which stays under the mass-failure guard's
+"more than half" so fencing is never paused. The controller link of host3
+is back before the others die: a host cut off from the controller keeps
+feeding its watchdog only while it reaches a majority of its segment, and
+with three of six hosts dead it would rightly fence itself.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from vmha.lab import faults
+from vmha.lab import lab as lab_ops
+
+pytestmark = pytest.mark.slow
+
+INTERVAL_S = 0.5
+SETTINGS = lab_ops.LabSettings(
+    hosts=6, heartbeat_interval_s=INTERVAL_S, isolation_timeout_s=10.0,
+    watchdog_timeout_s=3.0, controller_port=8795, heartbeat_port=8796,
+)
+
+
+def require_lab() -> None:
+    missing = [t for t in ("ip", "iptables", "unshare", "setsid") if shutil.which(t) is None]
+    if os.geteuid() == 0 and not missing:
+        return
+    reason = "not root" if os.geteuid() != 0 else f"missing {', '.join(missing)}"
+    if os.environ.get("CI") and os.geteuid() == 0:
+        pytest.fail(f"lab tests cannot run under CI: {reason}")
+    pytest.skip(f"lab tests need root, iproute2 and iptables: {reason}")
+
+
+@dataclass
+class Timeline:
+    events: list[dict[str, Any]]
+    faults_at: dict[str, float]  # "host1" -> wall time the fault was injected
+    hosts: dict[str, dict[str, Any]]
+
+
+def api(st: dict[str, Any]) -> httpx.Client:
+    ctl = st["controller"]
+    return httpx.Client(base_url=ctl["url"], timeout=10,
+                        headers={"Authorization": f"Bearer {ctl['token']}"})
+
+
+def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def all_up(client: httpx.Client) -> bool:
+    hosts = client.get("/v1/hosts").json()["items"]
+    return len(hosts) == SETTINGS.hosts and all(
+        h["state"] == "up" and h["heartbeat_age_s"] is not None for h in hosts
+    )
+
+
+def all_events(client: httpx.Client) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    while True:
+        page = client.get("/v1/events", params={"limit": 1000, "since": len(events) and
+                                                 events[-1]["id"]})
+        page.raise_for_status()
+        items = page.json()["items"]
+        if not items:
+            return events
+        events.extend(items)
+
+
+def run_timeline(lab_dir: Path, client: httpx.Client) -> dict[str, float]:
+    at: dict[str, float] = {}
+    t0 = time.time()
+    faults.fail(lab_dir, "host4", "loss", 30)
+    faults.fail(lab_dir, "host3", "controller-link-down")
+    faults.fail(lab_dir, "host5", "agent-kill")
+    time.sleep(1.0)
+    faults.restart_agent(lab_dir, "host5")
+    time.sleep(t0 + 15 - time.time())
+    faults.heal(lab_dir, "host3")
+    wait_for(lambda: client.get("/v1/hosts/host3").json()["state"] == "up", 4,
+             "host3 up again once its controller link is back")
+    time.sleep(t0 + 20 - time.time())
+    at["host5"] = time.time()
+    faults.fail(lab_dir, "host5", "agent-kill")
+    time.sleep(t0 + 30 - time.time())
+    at["host1"] = time.time()
+    faults.fail(lab_dir, "host1", "power-off")
+    time.sleep(t0 + 40 - time.time())
+    at["host2"] = time.time()
+    faults.fail(lab_dir, "host2", "network-down")
+    time.sleep(t0 + 65 - time.time())
+    faults.heal(lab_dir, "host4")
+    return at
+
+
+@pytest.fixture(scope="module")
+def timeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Timeline]:
+    require_lab()
+    lab_dir = tmp_path_factory.mktemp("e2e-lab")
+    try:
+        st = lab_ops.up(lab_dir, SETTINGS)
+        assert st["controller"]["url"], f"the lab started no controller: {st['controller']}"
+        with api(st) as client:
+            wait_for(lambda: all_up(client), 30, "six registered hosts heartbeating")
+            time.sleep(20)  # let the detectors learn the hosts' rhythm
+            at = run_timeline(lab_dir, client)
+            events = all_events(client)
+            hosts = {h["name"]: h for h in client.get("/v1/hosts").json()["items"]}
+        yield Timeline(events, at, hosts)
+    finally:
+        faults.down(lab_dir)
+
+
+def of(timeline: Timeline, host: str, etype: str | None = None) -> list[dict[str, Any]]:
+    return [e for e in timeline.events
+            if e["subject"] == host and (etype is None or e["type"] == etype)]
+
+
+def first_time(timeline: Timeline, host: str, etype: str) -> float:
+    found = of(timeline, host, etype)
+    assert found, f"no {etype} for {host}; its events: {[e['type'] for e in of(timeline, host)]}"
+    return float(found[0]["time"])
+
+
+def test_powered_off_host_fails_fast(timeline: Timeline) -> None:
+    detect = first_time(timeline, "host1", "host.failed") - timeline.faults_at["host1"]
+    # ~5 heartbeat intervals of silence, then a peer round (see bench/detect_lab.py)
+    assert detect < 6.0, f"host1 took {detect:.1f} s to be declared failed"
+    assert of(timeline, "host1", "host.fencing"), "fencing was never requested for host1"
+
+
+def test_network_cut_host_fails(timeline: Timeline) -> None:
+    detect = first_time(timeline, "host2", "host.failed") - timeline.faults_at["host2"]
+    assert detect < 6.0
+
+
+def test_controller_link_cut_is_partitioned_never_failed_nor_fenced(timeline: Timeline) -> None:
+    types = [e["type"] for e in of(timeline, "host3")]
+    assert "host.partitioned" in types
+    assert "host.failed" not in types and "host.fencing" not in types
+    assert timeline.hosts["host3"]["state"] == "up"
+
+
+def test_lossy_host_is_never_failed(timeline: Timeline) -> None:
+    types = [e["type"] for e in of(timeline, "host4")]
+    assert "host.failed" not in types and "host.fencing" not in types
+    suspects = types.count("host.suspect")
+    print(f"host4 under 30 % loss for 65 s: {suspects} transient suspect(s)")
+
+
+def test_agent_restarted_within_grace_changes_nothing_but_a_dead_agent_fails(
+    timeline: Timeline,
+) -> None:
+    host5 = of(timeline, "host5")
+    before = [e for e in host5 if e["time"] < timeline.faults_at["host5"]]
+    assert before == [], f"a quick agent restart changed host5: {before}"
+    assert first_time(timeline, "host5", "host.failed") > timeline.faults_at["host5"]
+    assert of(timeline, "host5", "host.fencing")
+
+
+def test_untouched_host_stays_up(timeline: Timeline) -> None:
+    assert of(timeline, "host6") == []
+    assert timeline.hosts["host6"]["state"] == "up"
