@@ -6,7 +6,7 @@ per host, and the tests below read what the controller recorded:
 
   t=0   host4: 30 % random loss for 65 s     -> never failed
         host3: controller link cut for 15 s   -> partitioned, never failed
-        host5: agent killed, restarted at 1 s -> no state change
+        host5: agent killed, restarted at once -> no state change
   t=20  host5: agent killed for good          -> failed, fencing requested
   t=30  host1: power off                      -> failed
   t=40  host2: network down                   -> failed
@@ -21,8 +21,6 @@ with three of six hosts dead it would rightly fence itself.
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,16 +40,6 @@ SETTINGS = lab_ops.LabSettings(
     hosts=6, heartbeat_interval_s=INTERVAL_S, isolation_timeout_s=10.0,
     watchdog_timeout_s=3.0, controller_port=8795, heartbeat_port=8796,
 )
-
-
-def require_lab() -> None:
-    missing = [t for t in ("ip", "iptables", "unshare", "setsid") if shutil.which(t) is None]
-    if os.geteuid() == 0 and not missing:
-        return
-    reason = "not root" if os.geteuid() != 0 else f"missing {', '.join(missing)}"
-    if os.environ.get("CI") and os.geteuid() == 0:
-        pytest.fail(f"lab tests cannot run under CI: {reason}")
-    pytest.skip(f"lab tests need root, iproute2 and iptables: {reason}")
 
 
 @dataclass
@@ -100,8 +88,9 @@ def run_timeline(lab_dir: Path, client: httpx.Client) -> dict[str, float]:
     t0 = time.time()
     faults.fail(lab_dir, "host4", "loss", 30)
     faults.fail(lab_dir, "host3", "controller-link-down")
+    # Restarted within the grace period: before its silence reaches the
+    # detector's threshold (~3 intervals), so nothing may change.
     faults.fail(lab_dir, "host5", "agent-kill")
-    time.sleep(1.0)
     faults.restart_agent(lab_dir, "host5")
     time.sleep(t0 + 15 - time.time())
     faults.heal(lab_dir, "host3")
@@ -122,8 +111,7 @@ def run_timeline(lab_dir: Path, client: httpx.Client) -> dict[str, float]:
 
 
 @pytest.fixture(scope="module")
-def timeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Timeline]:
-    require_lab()
+def timeline(tmp_path_factory: pytest.TempPathFactory, lab_ready: None) -> Iterator[Timeline]:
     lab_dir = tmp_path_factory.mktemp("e2e-lab")
     try:
         st = lab_ops.up(lab_dir, SETTINGS)

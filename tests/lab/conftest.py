@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from labkit import Recorder, Recording, require_lab
+from labkit import Recorder, Recording
 
 from vmha.lab import faults, state
 from vmha.lab import lab as lab_ops
@@ -51,12 +51,11 @@ def receiver_factory() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def lab_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def lab_factory(tmp_path_factory: pytest.TempPathFactory, lab_ready: None) -> Iterator[Any]:
     """`make(**settings)` brings a lab up; every lab is torn down at the end."""
     dirs: list[Path] = []
 
     def make(**settings: Any) -> Path:
-        require_lab()
         lab_dir = tmp_path_factory.mktemp("lab")
         dirs.append(lab_dir)
         lab_ops.up(lab_dir, lab_ops.LabSettings(start_controller=False, **settings))

@@ -1,29 +1,14 @@
-"""Helpers of the lab tests: prerequisites, a recording heartbeat receiver,
-polling. Imported by conftest.py and the lab test modules."""
+"""Helpers of the lab tests: a recording heartbeat receiver, polling.
+Imported by conftest.py and the lab test modules."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
-
 from vmha.adapters.heartbeat import Datagram, HeartbeatReceiver
-
-
-def require_lab() -> None:
-    """Skip (fail under CI as root) when the lab cannot run here."""
-    missing = [t for t in ("ip", "iptables", "unshare", "setsid") if shutil.which(t) is None]
-    if os.geteuid() == 0 and not missing:
-        return
-    reason = "not root" if os.geteuid() != 0 else f"missing {', '.join(missing)}"
-    if os.environ.get("CI") and os.geteuid() == 0:
-        pytest.fail(f"lab tests cannot run under CI: {reason} (run scripts/ensure-lab-deps.sh)")
-    pytest.skip(f"lab tests need root, iproute2 and iptables: {reason}")
 
 
 @dataclass

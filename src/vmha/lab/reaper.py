@@ -81,6 +81,7 @@ class Reaper:
         if data == b"feed":
             self.last_feed = time.monotonic()
         elif data == b"start-agent":
+            self.reap()  # a just-killed agent may not have been reaped yet
             self.start_agent()
 
     def run(self) -> int:
