@@ -141,6 +141,35 @@ class HeartbeatConfig(_Section):
         return int(self.listen.rpartition(":")[2])
 
 
+class EventsConfig(_Section):
+    """Event dispatch: webhooks and the SSE stream (docs/events.md).
+
+    Receivers should reject a `Vmha-Signature` whose `t` is more than
+    `replay_window_s` from their clock; vmha signs with its current time on
+    every attempt, so retries stay inside the window.
+    """
+
+    dispatcher: bool = True  # run the webhook dispatcher in `vmha serve`
+    allow_private_destinations: bool = False  # loopback/private/link-local webhook URLs
+    max_attempts: int = Field(default=8, ge=1, le=100)  # then the event is a dead letter
+    backoff_initial_s: float = Field(default=1.0, gt=0, le=3600)
+    backoff_max_s: float = Field(default=300.0, gt=0, le=86400)
+    backoff_jitter: float = Field(default=0.2, ge=0, le=1)
+    timeout_s: float = Field(default=5.0, gt=0, le=300)  # per webhook POST
+    poll_interval_s: float = Field(default=0.05, gt=0, le=10)  # outbox poll (latency)
+    refresh_s: float = Field(default=1.0, gt=0, le=600)  # subscriptions reload
+    checkpoint_s: float = Field(default=0.25, gt=0, le=60)  # cursors stored this often
+    sse_heartbeat_s: float = Field(default=15.0, gt=0, le=3600)
+    replay_window_s: int = Field(default=300, ge=1)  # documented for receivers
+    source: str = Field(default="vmha", min_length=1, max_length=255)  # CloudEvents source
+    # OpenStack notification bus (oslo.messaging; `pip install vmha[amqp]`).
+    # Empty: off. E.g. "rabbit://user:password@rabbit.example:5672/".
+    amqp_url: SecretStr = SecretStr("")
+    amqp_exchange: str = Field(default="notifications", min_length=1, max_length=255)
+    amqp_topic: str = Field(default="vmha", min_length=1, max_length=255)
+    amqp_publisher_id: str = Field(default="vmha", min_length=1, max_length=255)
+
+
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -159,6 +188,7 @@ class Settings(BaseSettings):
     store: StoreConfig = Field(default_factory=StoreConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     heartbeat: HeartbeatConfig = Field(default_factory=HeartbeatConfig)
+    events: EventsConfig = Field(default_factory=EventsConfig)
     # Detector, fencing and recovery tunables: the keys and defaults of
     # vmha.engine.settings.ControllerSettings (checked by load_settings).
     controller: dict[str, Any] = Field(default_factory=dict)

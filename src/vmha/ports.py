@@ -75,6 +75,46 @@ class EventQuery:
     limit: int = 100
 
 
+class DeliveryStatus(str, enum.Enum):
+    """Where one event stands for one webhook subscription."""
+
+    DELIVERED = "delivered"
+    RETRYING = "retrying"  # failed at least once; the dispatcher keeps trying
+    DEAD = "dead"  # gave up after the attempt limit (a dead letter)
+    REDELIVER = "redeliver"  # a dead letter an operator asked to send again
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A webhook subscription. `cursor` is the id of the last event the
+    dispatcher has finished with (delivered or dead-lettered): a restarted
+    dispatcher resumes after it. `project`, when set, limits the
+    subscription to that project's events (forced for project tokens);
+    `owner` is the project of the token that created it ("" for staff)."""
+
+    id: str
+    url: str
+    secret: str
+    event_types: tuple[str, ...] = ("*",)
+    subject: str | None = None
+    project: str | None = None
+    owner: str = ""
+    created_at: float = 0.0
+    cursor: int = 0
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The delivery state of one event to one subscription."""
+
+    subscription: str
+    event_id: int
+    status: DeliveryStatus
+    attempts: int = 0
+    last_error: str = ""
+    updated_at: float = 0.0
+
+
 @dataclass(frozen=True)
 class NamedPolicy:
     name: str
@@ -122,6 +162,37 @@ class Store(Protocol):
     # events (the outbox); ids are assigned here, strictly increasing
     def append_events(self, events: Sequence[Event]) -> list[Event]: ...
     def list_events(self, query: EventQuery) -> list[Event]: ...
+
+    def last_event_id(self) -> int:
+        """The id of the newest event, 0 when there is none."""
+        ...
+
+    # webhook subscriptions (key: id) and their delivery state
+    def create_subscription(self, subscription: Subscription) -> Subscription: ...
+    def get_subscription(self, subscription_id: str) -> Subscription: ...
+    def list_subscriptions(self, owner: str | None = None) -> list[Subscription]:
+        """Every subscription (of `owner` when given), oldest first."""
+        ...
+
+    def delete_subscription(self, subscription_id: str) -> None:
+        """Remove it with its delivery records; NotFound when absent."""
+        ...
+
+    def save_deliveries(
+        self, subscription_id: str, deliveries: Sequence[Delivery], cursor: int | None = None
+    ) -> None:
+        """In one transaction: upsert `deliveries` (keyed by event id) and,
+        with `cursor`, move the subscription's cursor forward to it (never
+        back). Only the newest DELIVERED records are kept (a few hundred per
+        subscription); other records stay until the subscription goes.
+        NotFound when the subscription is gone."""
+        ...
+
+    def list_deliveries(
+        self, subscription_id: str, status: DeliveryStatus | None = None, limit: int = 100
+    ) -> list[Delivery]:
+        """Delivery records, newest event first; NotFound without the subscription."""
+        ...
 
     # jobs (key: id; filters: kind, state, subject)
     def create_job(self, job: Job, events: Sequence[Event] = ()) -> Job: ...

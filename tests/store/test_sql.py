@@ -48,7 +48,7 @@ def test_fresh_database_is_not_current_until_upgraded(sqlite_url: str) -> None:
     store = open_store(sqlite_url)
     try:
         assert store.schema_current() is False
-        assert upgrade(sqlite_url) == head_revision() == "0002"
+        assert upgrade(sqlite_url) == head_revision() == "0003"
         assert store.schema_current() is True
     finally:
         store.close()

@@ -16,7 +16,17 @@ from vmha import __version__
 from vmha.api import problems
 from vmha.api.auth import TokenTable
 from vmha.api.context import AppContext, no_nul_characters
-from vmha.api.routes import agents, events, health, hosts, instances, policies, segments
+from vmha.api.routes import (
+    agents,
+    events,
+    health,
+    hosts,
+    instances,
+    policies,
+    segments,
+    stream,
+    subscriptions,
+)
 from vmha.config import Settings
 from vmha.ports import Clock, IdGen, Store
 
@@ -43,6 +53,9 @@ def create_app(settings: Settings, store: Store, clock: Clock, ids: IdGen) -> Fa
         tokens=TokenTable.from_settings(settings),
     )
     problems.install(app)
-    for module in (health, segments, hosts, instances, policies, events, agents):
+    # stream before events: /v1/events/stream is not an event id
+    modules = (health, segments, hosts, instances, policies, stream, events, agents,
+               subscriptions)
+    for module in modules:
         app.include_router(module.router)
     return app

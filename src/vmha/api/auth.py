@@ -23,6 +23,8 @@ Role matrix (also in docs/api.md):
 | events:read         |  yes  |   yes    |  yes   |  own project only |
 | jobs:read           |  yes  |   yes    |  yes   |  no               |
 | agents:register     |  yes  |   no     |  no    |  no               |
+| subscriptions:read  |  yes  |   yes    |  no    |  own project only |
+| subscriptions:write |  yes  |   yes    |  no    |  own project only |
 
 A fifth role, `agent`, holds only `agents:register` (for `vmha agent`).
 
@@ -64,6 +66,8 @@ class Permission(str, enum.Enum):
     EVENTS_READ = "events:read"
     JOBS_READ = "jobs:read"
     AGENTS_REGISTER = "agents:register"
+    SUBSCRIPTIONS_READ = "subscriptions:read"
+    SUBSCRIPTIONS_WRITE = "subscriptions:write"
 
 
 P = Permission
@@ -73,9 +77,11 @@ _READ = frozenset(
 )
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "admin": frozenset(Permission),
-    "operator": _READ | {P.HOSTS_MAINTENANCE, P.INSTANCES_WRITE},
+    "operator": _READ | {P.HOSTS_MAINTENANCE, P.INSTANCES_WRITE, P.SUBSCRIPTIONS_READ,
+                         P.SUBSCRIPTIONS_WRITE},
     "viewer": _READ,
-    "project": frozenset({P.INSTANCES_READ, P.INSTANCES_WRITE, P.POLICIES_READ, P.EVENTS_READ}),
+    "project": frozenset({P.INSTANCES_READ, P.INSTANCES_WRITE, P.POLICIES_READ, P.EVENTS_READ,
+                          P.SUBSCRIPTIONS_READ, P.SUBSCRIPTIONS_WRITE}),
     "agent": frozenset({P.AGENTS_REGISTER}),
 }
 

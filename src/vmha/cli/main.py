@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import typer
 
-from vmha.cli import agent, demo, feed, lab, resources, server
+from vmha.cli import agent, demo, feed, lab, resources, server, sim, subscriptions
 
 app = typer.Typer(
     name="vmha",
@@ -29,8 +29,10 @@ app.add_typer(resources.instance_app, name="instance")
 app.add_typer(resources.policy_app, name="policy")
 app.add_typer(feed.event_app, name="event")
 app.add_typer(feed.job_app, name="job")
+app.add_typer(subscriptions.subscription_app, name="subscription")
 
 app.command("demo")(demo.demo)
+app.add_typer(sim.app, name="sim", help="Run HA scenarios in the deterministic simulator.")
 app.add_typer(agent.app, name="agent")
 app.add_typer(lab.app, name="lab")
 

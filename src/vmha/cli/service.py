@@ -6,6 +6,8 @@ lifespan starts, on uvicorn's event loop:
   jobs) on the shared store and clock;
 - the UDP heartbeat receiver (`[heartbeat] listen`), whose accepted
   heartbeats feed `Controller.heartbeat` and are acked to the agents;
+- the webhook dispatcher (`vmha.adapters.bus.dispatcher`, `[events]`),
+  which delivers the outbox to every subscription;
 - a small cache of the agents' heartbeat secrets, refreshed from the store
   in the background (and at once when an unknown host sends), so the
   receiver's hot path never waits on the database.
@@ -22,18 +24,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import random
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 
+from vmha.adapters.bus.amqp import (
+    AMQP_SUBSCRIPTION,
+    OsloPublisher,
+    RoutingSender,
+    amqp_subscription,
+)
+from vmha.adapters.bus.dispatcher import Dispatcher, DispatchSettings
+from vmha.adapters.bus.webhook import WebhookSender
 from vmha.adapters.cloud.none import NoCloud
 from vmha.adapters.heartbeat import start_receiver
 from vmha.adapters.peer.http import HttpPeerProber
 from vmha.api.context import Liveness
-from vmha.config import Settings, controller_settings
-from vmha.domain.errors import VmhaError
+from vmha.api.routes.stream import close_streams
+from vmha.config import EventsConfig, Settings, controller_settings
+from vmha.domain.errors import NotFound, VmhaError
 from vmha.engine.controller import Controller
 from vmha.ports import Clock, IdGen, Store
 
@@ -72,6 +86,42 @@ class AgentSecrets:
             await asyncio.sleep(SECRETS_MIN_GAP_S)
 
 
+@contextlib.contextmanager
+def on_exit_signals(callback: Callable[[], None]) -> Iterator[None]:
+    """Also call `callback` on SIGINT/SIGTERM, then the handler already set
+    (uvicorn's, which starts its shutdown). Why: uvicorn waits for open
+    responses before it runs the app's shutdown, so long-lived SSE streams
+    must learn about the signal itself to end. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous: dict[int, Any] = {}
+
+    def chained(sig: int, frame: Any) -> None:
+        callback()
+        handler = previous.get(sig)
+        if callable(handler):
+            handler(sig, frame)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, chained)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            if signal.getsignal(number) is chained:
+                signal.signal(number, handler)
+
+
+def dispatch_settings(events: EventsConfig) -> DispatchSettings:
+    return DispatchSettings(
+        poll_s=events.poll_interval_s, refresh_s=events.refresh_s,
+        checkpoint_s=events.checkpoint_s,
+        max_attempts=events.max_attempts, backoff_initial_s=events.backoff_initial_s,
+        backoff_max_s=events.backoff_max_s, jitter=events.backoff_jitter,
+    )
+
+
 class Service:
     """The parts of one controller process, started by the app's lifespan."""
 
@@ -86,10 +136,39 @@ class Service:
             fencers={}, cloud=NoCloud(), prober=self.prober,
         )
         self.secrets = AgentSecrets(store)
+        ev = settings.events
+        webhooks = WebhookSender(clock, timeout_s=ev.timeout_s, source=ev.source,
+                                 allow_private=ev.allow_private_destinations)
+        amqp_url = ev.amqp_url.get_secret_value()
+        self.amqp = OsloPublisher(
+            amqp_url, exchange=ev.amqp_exchange, topic=ev.amqp_topic,
+            publisher_id=ev.amqp_publisher_id,
+        ) if amqp_url else None
+        self.sender = RoutingSender(webhooks, self.amqp)
+        self.dispatcher = Dispatcher(store, clock, self.sender, dispatch_settings(ev),
+                                     random.Random())
         self.receiver: Any = None
         self.clock = clock
         app.router.lifespan_context = self.lifespan
         app.state.vmha.liveness = self.liveness
+
+    def ensure_amqp_subscription(self) -> None:
+        """The internal subscription whose cursor drives AMQP publishing:
+        made when AMQP is configured (starting with new events), removed
+        when it no longer is (or its events would pile up as dead letters)."""
+        ev = self.settings.events
+        try:
+            self.store.get_subscription(AMQP_SUBSCRIPTION)
+            exists = True
+        except NotFound:
+            exists = False
+        if self.amqp is not None and not exists:
+            self.store.create_subscription(amqp_subscription(
+                ev.amqp_exchange, ev.amqp_topic, self.store.last_event_id(), self.clock.now()))
+        elif self.amqp is None and exists:
+            log.warning("AMQP publishing is off ([events] amqp_url empty): "
+                        "dropping its stored cursor")
+            self.store.delete_subscription(AMQP_SUBSCRIPTION)
 
     def liveness(self) -> dict[str, Liveness]:
         """Heartbeat age and phi of every host the detector has heard."""
@@ -111,9 +190,18 @@ class Service:
             )
             log.info("heartbeats: listening on %s/udp", hb.listen)
         tasks.append(asyncio.create_task(self.engine.run(), name="engine"))
+        if self.settings.events.dispatcher:
+            try:
+                await asyncio.to_thread(self.ensure_amqp_subscription)
+            except VmhaError as exc:
+                log.warning("cannot set up AMQP publishing: %s", exc.detail)
+            tasks.append(asyncio.create_task(self.dispatcher.run(), name="webhooks"))
         try:
-            yield
+            with on_exit_signals(lambda: close_streams(self.app)):
+                yield
         finally:
+            close_streams(self.app)
+            await self.dispatcher.stop()
             await self.engine.stop()
             if transport is not None:
                 transport.close()
@@ -121,6 +209,7 @@ class Service:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.prober.aclose()
+            await self.sender.aclose()
 
     def close(self) -> None:
         self.store.close()

@@ -32,7 +32,7 @@ from vmha.domain.model import (
     SubjectKind,
 )
 from vmha.domain.policy import HAPolicy
-from vmha.ports import NamedPolicy
+from vmha.ports import Delivery, DeliveryStatus, NamedPolicy, Subscription
 
 Row = dict[str, Any]
 
@@ -44,6 +44,8 @@ JSON_COLUMNS: Mapping[str, tuple[str, ...]] = {
     "events": ("payload",),
     "jobs": ("steps", "data"),
     "agents": (),
+    "subscriptions": ("event_types",),
+    "deliveries": (),
 }
 
 
@@ -188,3 +190,37 @@ def agent_row(a: AgentRecord) -> Row:
 
 def agent_from(r: Mapping[str, Any]) -> AgentRecord:
     return AgentRecord(**{name: r[name] for name in AGENT_FIELDS})
+
+
+SUBSCRIPTION_FIELDS = (
+    "id", "url", "secret", "subject", "project", "owner", "created_at", "cursor",
+)
+
+
+def subscription_row(s: Subscription) -> Row:
+    row: Row = {name: getattr(s, name) for name in SUBSCRIPTION_FIELDS}
+    row["event_types"] = plain_json(list(s.event_types), "event_types")
+    return row
+
+
+def subscription_from(r: Mapping[str, Any]) -> Subscription:
+    return Subscription(
+        id=r["id"], url=r["url"], secret=r["secret"], event_types=tuple(r["event_types"]),
+        subject=r["subject"], project=r["project"], owner=r["owner"],
+        created_at=float(r["created_at"]), cursor=int(r["cursor"]),
+    )
+
+
+def delivery_row(d: Delivery) -> Row:
+    return {
+        "subscription": d.subscription, "event_id": d.event_id, "status": d.status.value,
+        "attempts": d.attempts, "last_error": d.last_error, "updated_at": d.updated_at,
+    }
+
+
+def delivery_from(r: Mapping[str, Any]) -> Delivery:
+    return Delivery(
+        subscription=r["subscription"], event_id=int(r["event_id"]),
+        status=DeliveryStatus(r["status"]), attempts=int(r["attempts"]),
+        last_error=r["last_error"], updated_at=float(r["updated_at"]),
+    )

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from vmha.adapters.store import codec
 from vmha.adapters.store.query import (
+    DELIVERED_KEEP,
     HOSTS,
     INSTANCES,
     JOBS,
@@ -26,6 +27,7 @@ from vmha.adapters.store.query import (
     Plan,
     Resource,
     already_exists,
+    check_delivery_limit,
     check_event_query,
     plan,
     policy_in_use,
@@ -36,7 +38,15 @@ from vmha.adapters.store.query import (
 from vmha.domain.agents import AgentRecord
 from vmha.domain.errors import Conflict, NotFound
 from vmha.domain.model import Event, Host, Instance, Job, Segment
-from vmha.ports import EventQuery, ListQuery, NamedPolicy, Page
+from vmha.ports import (
+    Delivery,
+    DeliveryStatus,
+    EventQuery,
+    ListQuery,
+    NamedPolicy,
+    Page,
+    Subscription,
+)
 
 T = TypeVar("T")
 Row = dict[str, Any]
@@ -49,8 +59,13 @@ class FakeStore:
         self._lock = threading.RLock()
         self._tables: dict[str, dict[str, Row]] = {
             name: {}
-            for name in ("segments", "hosts", "instances", "policies", "jobs", "agents")
+            for name in (
+                "segments", "hosts", "instances", "policies", "jobs", "agents", "subscriptions",
+            )
         }
+        # deliveries by subscription id, then event id (rows, not encoded:
+        # they hold plain scalars only)
+        self._deliveries: dict[str, dict[int, Row]] = {}
         self._events: list[Row] = []
         self._next_event_id = 1
 
@@ -312,6 +327,69 @@ class FakeStore:
             if len(out) == query.limit:
                 break
         return out
+
+    def last_event_id(self) -> int:
+        with self._lock:
+            return self._next_event_id - 1
+
+    # -- webhook subscriptions ------------------------------------------------
+
+    def create_subscription(self, subscription: Subscription) -> Subscription:
+        row = codec.subscription_row(subscription)
+        with self._lock:
+            self._require_absent("subscriptions", "subscription", subscription.id)
+            self._put("subscriptions", subscription.id, row)
+            self._deliveries[subscription.id] = {}
+            return self.get_subscription(subscription.id)
+
+    def get_subscription(self, subscription_id: str) -> Subscription:
+        with self._lock:
+            return codec.subscription_from(
+                self._row("subscriptions", "subscription", subscription_id)
+            )
+
+    def list_subscriptions(self, owner: str | None = None) -> list[Subscription]:
+        with self._lock:
+            rows = [self._decode("subscriptions", r)
+                    for r in self._tables["subscriptions"].values()]
+        rows = [r for r in rows if owner is None or r["owner"] == owner]
+        rows.sort(key=lambda r: (r["created_at"], r["id"]))
+        return [codec.subscription_from(r) for r in rows]
+
+    def delete_subscription(self, subscription_id: str) -> None:
+        with self._lock:
+            self._require("subscriptions", "subscription", subscription_id)
+            del self._tables["subscriptions"][subscription_id]
+            self._deliveries.pop(subscription_id, None)
+
+    def save_deliveries(
+        self, subscription_id: str, deliveries: Sequence[Delivery], cursor: int | None = None
+    ) -> None:
+        rows = [codec.delivery_row(d) for d in deliveries]
+        with self._lock:
+            stored = self._row("subscriptions", "subscription", subscription_id)
+            mine = self._deliveries[subscription_id]
+            for row in rows:
+                mine[row["event_id"]] = {**row, "subscription": subscription_id}
+            if cursor is not None and cursor > stored["cursor"]:
+                self._put("subscriptions", subscription_id, {**stored, "cursor": cursor})
+            delivered = sorted(
+                (k for k, r in mine.items() if r["status"] == DeliveryStatus.DELIVERED.value),
+                reverse=True,
+            )
+            for event_id in delivered[DELIVERED_KEEP:]:
+                del mine[event_id]
+
+    def list_deliveries(
+        self, subscription_id: str, status: DeliveryStatus | None = None, limit: int = 100
+    ) -> list[Delivery]:
+        check_delivery_limit(limit)
+        with self._lock:
+            self._require("subscriptions", "subscription", subscription_id)
+            rows = [dict(r) for r in self._deliveries[subscription_id].values()]
+        rows = [r for r in rows if status is None or r["status"] == status.value]
+        rows.sort(key=lambda r: r["event_id"], reverse=True)
+        return [codec.delivery_from(r) for r in rows[:limit]]
 
     # -- jobs -------------------------------------------------------------
 

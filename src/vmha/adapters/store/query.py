@@ -19,6 +19,8 @@ from vmha.ports import EventQuery, ListQuery
 
 LIMIT_MAX = 1000
 EVENT_LIMIT_MAX = 10000
+# Delivered records kept per subscription (failed and dead ones are all kept).
+DELIVERED_KEEP = 200
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,11 @@ def check_event_query(query: EventQuery) -> None:
         raise ValidationError("limit", f"{query.limit} is outside 1..{EVENT_LIMIT_MAX}")
     if query.since < 0:
         raise ValidationError("since", "must be zero or more")
+
+
+def check_delivery_limit(limit: int) -> None:
+    if not 1 <= limit <= LIMIT_MAX:
+        raise ValidationError("limit", f"{limit} is outside 1..{LIMIT_MAX}")
 
 
 def type_matches(event_type: str, patterns: Sequence[str]) -> bool:

@@ -115,4 +115,36 @@ agents = sa.Table(
     sa.Column("registered_at", sa.Double(), nullable=False),
 )
 
-TABLES = (policies, segments, hosts, instances, events, jobs, agents)
+# Webhook subscriptions (issue 7). `cursor`: the last event id the
+# dispatcher finished with, so a restarted controller resumes there.
+subscriptions = sa.Table(
+    "subscriptions", metadata,
+    sa.Column("id", sa.String(255), primary_key=True),
+    sa.Column("url", TEXT, nullable=False),
+    sa.Column("secret", TEXT, nullable=False),
+    sa.Column("event_types", sa.JSON(), nullable=False),
+    sa.Column("subject", sa.String(255), nullable=True),
+    sa.Column("project", sa.String(255), nullable=True),
+    sa.Column("owner", sa.String(255), nullable=False, index=True),
+    sa.Column("created_at", sa.Double(), nullable=False),
+    sa.Column("cursor", sa.BigInteger(), nullable=False),
+)
+
+# One row per (subscription, event) that was delivered, is being retried or
+# was parked as a dead letter; goes away with its subscription.
+deliveries = sa.Table(
+    "deliveries", metadata,
+    sa.Column(
+        "subscription", sa.String(255),
+        sa.ForeignKey("subscriptions.id", ondelete="CASCADE"), primary_key=True,
+    ),
+    sa.Column("event_id", sa.BigInteger(), primary_key=True),
+    sa.Column("status", ENUM, nullable=False, index=True),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("last_error", TEXT, nullable=False),
+    sa.Column("updated_at", sa.Double(), nullable=False),
+)
+
+TABLES = (
+    policies, segments, hosts, instances, events, jobs, agents, subscriptions, deliveries,
+)

@@ -26,6 +26,7 @@ from vmha.adapters.store import codec, migrate
 from vmha.adapters.store import schema as t
 from vmha.adapters.store.engine import WRITE, is_memory, missing_schema, unavailable
 from vmha.adapters.store.query import (
+    DELIVERED_KEEP,
     HOSTS,
     INSTANCES,
     JOBS,
@@ -34,6 +35,7 @@ from vmha.adapters.store.query import (
     Plan,
     Resource,
     already_exists,
+    check_delivery_limit,
     check_event_query,
     plan,
     policy_in_use,
@@ -43,7 +45,15 @@ from vmha.adapters.store.query import (
 from vmha.domain.agents import AgentRecord
 from vmha.domain.errors import Conflict, NotFound
 from vmha.domain.model import Event, Host, Instance, Job, Segment
-from vmha.ports import EventQuery, ListQuery, NamedPolicy, Page
+from vmha.ports import (
+    Delivery,
+    DeliveryStatus,
+    EventQuery,
+    ListQuery,
+    NamedPolicy,
+    Page,
+    Subscription,
+)
 
 T = TypeVar("T")
 Row = dict[str, Any]
@@ -369,6 +379,88 @@ class SqlStore:
         stmt = stmt.order_by(c.id).limit(query.limit)
         with self._tx() as conn:
             return [codec.event_from(dict(r)) for r in conn.execute(stmt).mappings()]
+
+    def last_event_id(self) -> int:
+        with self._tx() as conn:
+            return int(conn.execute(sa.select(sa.func.max(t.events.c.id))).scalar() or 0)
+
+    # -- webhook subscriptions ------------------------------------------------
+
+    def create_subscription(self, subscription: Subscription) -> Subscription:
+        row = codec.subscription_row(subscription)
+        created = self._create(t.subscriptions, "subscription", subscription.id, row, ())
+        return codec.subscription_from(created)
+
+    def get_subscription(self, subscription_id: str) -> Subscription:
+        return codec.subscription_from(
+            self._get(t.subscriptions, "subscription", subscription_id)
+        )
+
+    def list_subscriptions(self, owner: str | None = None) -> list[Subscription]:
+        c = t.subscriptions.c
+        stmt = sa.select(t.subscriptions).order_by(c.created_at, c.id)
+        if owner is not None:
+            stmt = stmt.where(c.owner == owner)
+        with self._tx() as conn:
+            return [codec.subscription_from(dict(r)) for r in conn.execute(stmt).mappings()]
+
+    def delete_subscription(self, subscription_id: str) -> None:
+        def drop_deliveries(conn: sa.Connection) -> None:
+            # Explicit as well as ON DELETE CASCADE: older SQLite files may
+            # have foreign keys off.
+            conn.execute(
+                t.deliveries.delete().where(t.deliveries.c.subscription == subscription_id)
+            )
+
+        self._delete(t.subscriptions, "subscription", subscription_id, (), drop_deliveries)
+
+    def save_deliveries(
+        self, subscription_id: str, deliveries: Sequence[Delivery], cursor: int | None = None
+    ) -> None:
+        rows = [codec.delivery_row(d) for d in deliveries]
+        with self._tx(write=True) as conn:
+            self._require(conn, t.subscriptions, "subscription", subscription_id)
+            for row in rows:
+                self._upsert_delivery(conn, subscription_id, row)
+            if cursor is not None:
+                c = t.subscriptions.c
+                conn.execute(
+                    t.subscriptions.update()
+                    .where(c.id == subscription_id, c.cursor < cursor)
+                    .values(cursor=cursor)
+                )
+            if rows:
+                self._prune_delivered(conn, subscription_id)
+
+    def _upsert_delivery(self, conn: sa.Connection, subscription_id: str, row: Row) -> None:
+        c = t.deliveries.c
+        key = (c.subscription == subscription_id, c.event_id == row["event_id"])
+        values = {**row, "subscription": subscription_id}
+        if conn.execute(t.deliveries.update().where(*key), values).rowcount == 0:
+            conn.execute(t.deliveries.insert(), values)
+
+    def _prune_delivered(self, conn: sa.Connection, subscription_id: str) -> None:
+        c = t.deliveries.c
+        mine = (c.subscription == subscription_id, c.status == DeliveryStatus.DELIVERED.value)
+        oldest_kept = conn.execute(
+            sa.select(c.event_id).where(*mine).order_by(c.event_id.desc())
+            .offset(DELIVERED_KEEP - 1).limit(1)
+        ).scalar()
+        if oldest_kept is not None:
+            conn.execute(t.deliveries.delete().where(*mine, c.event_id < oldest_kept))
+
+    def list_deliveries(
+        self, subscription_id: str, status: DeliveryStatus | None = None, limit: int = 100
+    ) -> list[Delivery]:
+        check_delivery_limit(limit)
+        c = t.deliveries.c
+        stmt = sa.select(t.deliveries).where(c.subscription == subscription_id)
+        if status is not None:
+            stmt = stmt.where(c.status == status.value)
+        stmt = stmt.order_by(c.event_id.desc()).limit(limit)
+        with self._tx() as conn:
+            self._require(conn, t.subscriptions, "subscription", subscription_id)
+            return [codec.delivery_from(dict(r)) for r in conn.execute(stmt).mappings()]
 
     # -- jobs -------------------------------------------------------------
 
