@@ -29,6 +29,7 @@ test: $(STAMP)
 	scripts/ensure-postgres.sh
 	scripts/ensure-lab-deps.sh
 	scripts/ensure-fence-deps.sh
+	scripts/ensure-rabbitmq.sh
 	$(MAKE) --no-print-directory lint typecheck layers
 	$(BIN)/pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
