@@ -170,6 +170,46 @@ class EventsConfig(_Section):
     amqp_publisher_id: str = Field(default="vmha", min_length=1, max_length=255)
 
 
+class BmcConfig(_Section):
+    """One host's baseboard management controller (`[bmcs.<name>]`; a host
+    uses the entry named by its `bmc` field, else the one named after it).
+    The password is never logged nor shown: prefer `password_file`."""
+
+    username: str
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    ipmi_address: str = ""  # empty: no IPMI for this host
+    ipmi_port: int = Field(default=623, gt=0, lt=65536)
+    redfish_url: str = ""  # https://BMC[:PORT]; empty: no Redfish
+    redfish_system: str = ""  # system id or /redfish/v1/Systems/<id>; empty: the only one
+
+    @model_validator(mode="after")
+    def _one_password(self) -> BmcConfig:
+        if (self.password is None) == (self.password_file is None):
+            raise ValueError("give exactly one of password or password_file")
+        if self.redfish_url and not self.redfish_url.startswith(("https://", "http://")):
+            raise ValueError(f"redfish_url {self.redfish_url!r} is not an http(s) URL")
+        return self
+
+    def secret(self) -> str:
+        if self.password is not None:
+            return self.password.get_secret_value()
+        assert self.password_file is not None
+        try:
+            return self.password_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"bmcs: cannot read password_file {str(self.password_file)!r}: {exc.strerror}"
+            ) from exc
+
+
+class FencingConfig(_Section):
+    redfish_verify: bool = True  # false: accept any certificate (logged loudly)
+    redfish_ca_bundle: Path | None = None
+    ipmi_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    redfish_timeout_s: float = Field(default=10.0, gt=0, le=120)
+
+
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -189,6 +229,8 @@ class Settings(BaseSettings):
     log: LogConfig = Field(default_factory=LogConfig)
     heartbeat: HeartbeatConfig = Field(default_factory=HeartbeatConfig)
     events: EventsConfig = Field(default_factory=EventsConfig)
+    fencing: FencingConfig = Field(default_factory=FencingConfig)
+    bmcs: dict[str, BmcConfig] = Field(default_factory=dict)
     # Detector, fencing and recovery tunables: the keys and defaults of
     # vmha.engine.settings.ControllerSettings (checked by load_settings).
     controller: dict[str, Any] = Field(default_factory=dict)
@@ -236,6 +278,8 @@ def load_settings(path: str | Path | None = None) -> Settings:
     for token in settings.api.tokens:
         token.secret()  # a missing token_file is a config error, found now
     controller_settings(settings, file_path)
+    for bmc in settings.bmcs.values():
+        bmc.secret()  # an unreadable password_file is a config error, found now
     return settings
 
 
@@ -279,4 +323,7 @@ def masked(settings: Settings) -> dict[str, Any]:
     for token in data["api"]["tokens"]:
         if token.get("token") is not None:
             token["token"] = "***"
+    for bmc in data["bmcs"].values():
+        if bmc.get("password") is not None:
+            bmc["password"] = "***"
     return data

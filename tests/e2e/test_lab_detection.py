@@ -7,9 +7,12 @@ per host, and the tests below read what the controller recorded:
   t=0   host4: 30 % random loss for 65 s     -> never failed
         host3: controller link cut for 15 s   -> partitioned, never failed
         host5: agent killed, restarted at once -> no state change
-  t=20  host5: agent killed for good          -> failed, fencing requested
-  t=30  host1: power off                      -> failed
-  t=40  host2: network down                   -> failed
+        host5: its BMCs stopped
+  t=20  host5: agent killed for good          -> failed; no BMC, so fenced only
+                                                 once its self-fence deadline passed
+  t=30  host1: power off                      -> failed, fenced (status read: off)
+  t=40  host2: network down                   -> failed, fenced through Redfish:
+                                                 its processes are gone
   t=65  host4 healed; host6 untouched throughout
 
 Three of six hosts fail (50 %), which stays under the mass-failure guard's
@@ -39,6 +42,9 @@ INTERVAL_S = 0.5
 SETTINGS = lab_ops.LabSettings(
     hosts=6, heartbeat_interval_s=INTERVAL_S, isolation_timeout_s=10.0,
     watchdog_timeout_s=3.0, controller_port=8795, heartbeat_port=8796,
+    # three hosts of one segment fail within 20 s: let the fencing rate
+    # limit (default one per 30 s) pass them all inside the timeline
+    controller={"fence_rate_interval_s": 5.0},
 )
 
 
@@ -46,7 +52,8 @@ SETTINGS = lab_ops.LabSettings(
 class Timeline:
     events: list[dict[str, Any]]
     faults_at: dict[str, float]  # "host1" -> wall time the fault was injected
-    hosts: dict[str, dict[str, Any]]
+    hosts: dict[str, dict[str, Any]]  # the controller's view at the end
+    lab: dict[str, dict[str, Any]]  # the lab's view at the end (power, processes)
 
 
 def api(st: dict[str, Any]) -> httpx.Client:
@@ -92,6 +99,7 @@ def run_timeline(lab_dir: Path, client: httpx.Client) -> dict[str, float]:
     # detector's threshold (~3 intervals), so nothing may change.
     faults.fail(lab_dir, "host5", "agent-kill")
     faults.restart_agent(lab_dir, "host5")
+    faults.fail(lab_dir, "host5", "bmc-down")
     time.sleep(t0 + 15 - time.time())
     faults.heal(lab_dir, "host3")
     wait_for(lambda: client.get("/v1/hosts/host3").json()["state"] == "up", 4,
@@ -122,7 +130,7 @@ def timeline(tmp_path_factory: pytest.TempPathFactory, lab_ready: None) -> Itera
             at = run_timeline(lab_dir, client)
             events = all_events(client)
             hosts = {h["name"]: h for h in client.get("/v1/hosts").json()["items"]}
-        yield Timeline(events, at, hosts)
+        yield Timeline(events, at, hosts, lab_ops.status(lab_dir)["hosts"])
     finally:
         faults.down(lab_dir)
 
@@ -145,9 +153,19 @@ def test_powered_off_host_fails_fast(timeline: Timeline) -> None:
     assert of(timeline, "host1", "host.fencing"), "fencing was never requested for host1"
 
 
-def test_network_cut_host_fails(timeline: Timeline) -> None:
-    detect = first_time(timeline, "host2", "host.failed") - timeline.faults_at["host2"]
-    assert detect < 6.0
+def test_network_cut_host_fails_and_is_fenced_through_its_bmc(timeline: Timeline) -> None:
+    failed = first_time(timeline, "host2", "host.failed")
+    assert failed - timeline.faults_at["host2"] < 6.0
+    (fenced,) = of(timeline, "host2", "host.fenced")
+    assert "redfish reports power off" in fenced["payload"]["reason"]
+    assert fenced["time"] - failed < 5.0  # long before its own watchdog would act
+    assert timeline.lab["host2"]["state"] == "powered-off"
+    assert timeline.lab["host2"]["pids"] == []
+
+
+def test_powered_off_host_is_confirmed_off_by_a_status_read(timeline: Timeline) -> None:
+    (fenced,) = of(timeline, "host1", "host.fenced")
+    assert "reports power off" in fenced["payload"]["reason"]
 
 
 def test_controller_link_cut_is_partitioned_never_failed_nor_fenced(timeline: Timeline) -> None:
@@ -172,6 +190,10 @@ def test_agent_restarted_within_grace_changes_nothing_but_a_dead_agent_fails(
     assert before == [], f"a quick agent restart changed host5: {before}"
     assert first_time(timeline, "host5", "host.failed") > timeline.faults_at["host5"]
     assert of(timeline, "host5", "host.fencing")
+    # both BMCs down: the self-fence deadline is the level that confirms
+    (fenced,) = of(timeline, "host5", "host.fenced")
+    assert "self-fence deadline passed" in fenced["payload"]["reason"]
+    assert timeline.lab["host5"]["state"] == "powered-off"  # its watchdog did reset it
 
 
 def test_untouched_host_stays_up(timeline: Timeline) -> None:

@@ -88,3 +88,22 @@ def test_masked_hides_the_database_password(tmp_path: Path) -> None:
     path = write(tmp_path, '[store]\nurl = "postgresql+psycopg://vmha:hunter2@db/vmha"\n')
     shown = masked(load_settings(path))
     assert shown["store"]["url"] == "postgresql+psycopg://vmha:***@db/vmha"
+
+
+def test_bmc_passwords_are_masked_and_checked(tmp_path: Path) -> None:
+    pw = tmp_path / "bmc.pw"
+    pw.write_text("file-bmc-secret\n")
+    path = write(
+        tmp_path,
+        '[bmcs.host1]\nusername = "admin"\npassword = "inline-bmc-secret"\n'
+        'ipmi_address = "127.0.0.1"\nipmi_port = 6231\n'
+        f'[bmcs.host2]\nusername = "admin"\npassword_file = "{pw}"\n'
+        'redfish_url = "https://127.0.0.1:8442"\n',
+    )
+    settings = load_settings(path)
+    assert settings.bmcs["host2"].secret() == "file-bmc-secret"
+    shown = repr(masked(settings))
+    assert "inline-bmc-secret" not in shown and "file-bmc-secret" not in shown
+    bad = write(tmp_path, '[bmcs.h]\nusername = "a"\n')
+    with pytest.raises(ConfigError, match="exactly one of password or password_file"):
+        load_settings(bad)

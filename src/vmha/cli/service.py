@@ -13,10 +13,9 @@ lifespan starts, on uvicorn's event loop:
   receiver's hot path never waits on the database.
 
 This module is the composition root: the only place that picks the real
-adapters. Fencing drivers and the cloud adapters are wired here as their
-issues land; until then no power fencing is configured (hosts fall back to
-the `agent_watchdog` and `manual` levels) and instance operations report
-that no cloud adapter is configured.
+adapters. Power fencing uses the `[bmcs.*]` entries (IPMI and Redfish,
+vmha.cli.fencers); the cloud adapters are wired here as their issues land,
+until then instance operations report that no cloud adapter is configured.
 """
 
 from __future__ import annotations
@@ -46,6 +45,7 @@ from vmha.adapters.heartbeat import start_receiver
 from vmha.adapters.peer.http import HttpPeerProber
 from vmha.api.context import Liveness
 from vmha.api.routes.stream import close_streams
+from vmha.cli.fencers import build_fencers
 from vmha.config import EventsConfig, Settings, controller_settings
 from vmha.domain.errors import NotFound, VmhaError
 from vmha.engine.controller import Controller
@@ -133,7 +133,8 @@ class Service:
         self.prober = HttpPeerProber(store)
         self.engine = Controller(
             controller_settings(settings), store, clock, ids,
-            fencers={}, cloud=NoCloud(), prober=self.prober,
+            fencers=build_fencers(settings, self._bmc_of), cloud=NoCloud(),
+            prober=self.prober,
         )
         self.secrets = AgentSecrets(store)
         ev = settings.events
@@ -169,6 +170,11 @@ class Service:
             log.warning("AMQP publishing is off ([events] amqp_url empty): "
                         "dropping its stored cursor")
             self.store.delete_subscription(AMQP_SUBSCRIPTION)
+
+    def _bmc_of(self, host: str) -> str:
+        """The `[bmcs.<name>]` entry of a host: its `bmc` field, else its name."""
+        known = self.engine.cluster.hosts.get(host)
+        return (known.bmc if known is not None and known.bmc else None) or host
 
     def liveness(self) -> dict[str, Liveness]:
         """Heartbeat age and phi of every host the detector has heard."""

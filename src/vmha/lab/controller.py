@@ -31,6 +31,8 @@ from typing import Any
 from vmha.lab import net
 
 SERVE_MARKER = "serve"
+LEVELS_WITH_BMC = [["redfish"], ["ipmi"], ["agent_watchdog"]]
+LEVELS_WITHOUT_BMC = [["agent_watchdog"], ["manual"]]
 
 
 def vmha_script() -> str | None:
@@ -60,8 +62,27 @@ def self_fence_deadline(settings: Mapping[str, Any]) -> float:
     return round(base + max(2.0, 0.1 * base), 1)
 
 
+def bmc_sections(bmcs: Mapping[str, Any]) -> str:
+    """`[bmcs.<host>]` entries for the hosts whose BMC emulators run, and the
+    lab's certificate authority for Redfish."""
+    q = json.dumps
+    out, ca = [], None
+    for name, bmc in sorted(bmcs.items()):
+        if not bmc:
+            continue
+        ipmi, redfish = bmc["ipmi"], bmc["redfish"]
+        ca = redfish["ca_bundle"]
+        out += [f"[bmcs.{name}]", f"username = {q(ipmi['username'])}",
+                f"password_file = {q(bmc['password_file'])}",
+                f"ipmi_address = {q(ipmi['address'])}", f"ipmi_port = {ipmi['port']}",
+                f"redfish_url = {q(redfish['url'])}", f"redfish_system = {q(redfish['system'])}"]
+    if ca:
+        out += ["[fencing]", f"redfish_ca_bundle = {q(ca)}"]
+    return "".join(line + "\n" for line in out)
+
+
 def write_config(ctl_dir: Path, address: str, port: int, tokens: Mapping[str, str],
-                 settings: Mapping[str, Any]) -> Path:
+                 settings: Mapping[str, Any], bmcs: Mapping[str, Any] | None = None) -> Path:
     ctl_dir.mkdir(parents=True, exist_ok=True)
     path = ctl_dir / "vmha.toml"
     q = json.dumps
@@ -79,8 +100,9 @@ def write_config(ctl_dir: Path, address: str, port: int, tokens: Mapping[str, st
         "[controller]\n"
         f"heartbeat_interval_s = {float(settings['heartbeat_interval_s'])}\n"
         f"self_fence_deadline_s = {self_fence_deadline(settings)}\n"
-        'default_fence_levels = [["agent_watchdog"], ["manual"]]\n'
+        f"default_fence_levels = {q(LEVELS_WITH_BMC if bmcs else LEVELS_WITHOUT_BMC)}\n"
         + "".join(f"{k} = {q(v)}\n" for k, v in sorted(settings.get("controller", {}).items()))
+        + bmc_sections(bmcs or {})
     )
     path.chmod(0o600)
     return path
@@ -112,8 +134,8 @@ def create_segment(url: str, token: str, name: str) -> None:
                 f"the controller refused segment {name!r}: HTTP {exc.code}") from exc
 
 
-def start_controller(lab_dir: Path, port: int, token: str,
-                     settings: Mapping[str, Any], segment: str) -> dict[str, Any]:
+def start_controller(lab_dir: Path, port: int, token: str, settings: Mapping[str, Any],
+                     segment: str, bmcs: Mapping[str, Any] | None = None) -> dict[str, Any]:
     url = f"http://{net.BRIDGE_ADDR}:{port}"
     agent_token = secrets.token_urlsafe(24)
     script = vmha_script()
@@ -122,7 +144,7 @@ def start_controller(lab_dir: Path, port: int, token: str,
                 "skipped": "vmha serve is not available in this build"}
     ctl_dir = lab_dir / "controller"
     cfg = write_config(ctl_dir, net.BRIDGE_ADDR, port,
-                       {"admin": token, "agent": agent_token}, settings)
+                       {"admin": token, "agent": agent_token}, settings, bmcs)
     pid = net.spawn_detached(
         [script, "serve", "--config", str(cfg)], ctl_dir / "serve.log"
     )

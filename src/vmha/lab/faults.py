@@ -1,5 +1,6 @@
 """Fault injection and teardown for the lab: fail, heal, power-on,
-restart-agent, down.
+restart-agent, down. `bmc-down` stops a host's BMC emulators (fencing then
+has to fall back to the next level); `heal` starts them again.
 
 Faults are recorded in lab.json *before* they are applied, so `heal` and
 `down` undo them even after a crash. iptables rules live inside the host's
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vmha.errors import Conflict, NotFound, ValidationError
-from vmha.lab import net, state
+from vmha.lab import bmcs, net, state
 from vmha.lab.controller import SERVE_MARKER
 from vmha.lab.lab import (
     AGENT_MARK,
@@ -56,6 +57,10 @@ def fail(lab_dir: Path, host: str, fault: str, percent: float | None = None) -> 
             raise Conflict(f"{host}: no running agent to kill")
         net.wait_gone([pid])
         return {"host": host, "fault": fault, "at": at, "killed": [pid]}
+    if fault == "bmc-down":
+        h["faults"].append({"kind": fault})
+        state.save(lab_dir, st)
+        return {"host": host, "fault": fault, "at": at, "killed": bmcs.stop(st, host)}
     if fault == "network-down":
         h["faults"].append({"kind": fault})
         state.save(lab_dir, st)
@@ -82,13 +87,15 @@ def _power_off(lab_dir: Path, st: dict[str, Any], host: str) -> list[int]:
 
 
 def heal(lab_dir: Path, host: str) -> dict[str, Any]:
-    """Undo every network fault of `host` (not power-off, not agent-kill)."""
+    """Undo every network and BMC fault of `host` (not power-off, not agent-kill)."""
     st = state.load(lab_dir)
     h = _host(st, host)
     healed = []
     for fault in h["faults"]:
         if fault["kind"] == "network-down":
             net.set_link(h["index"], up=True)
+        if fault["kind"] == "bmc-down":
+            bmcs.start(lab_dir, st, host)
         for rule in fault.get("rules", []):
             with contextlib.suppress(net.LabCommandFailed):  # already gone
                 net.iptables(h["netns"], "-D", rule)
@@ -136,6 +143,7 @@ def down(lab_dir: Path) -> dict[str, Any]:
         killed.append(ctl["pid"])
     for h in st["hosts"].values():
         killed += _kill_host(h)
+    killed += bmcs.stop_all(lab_dir)  # also those of a lab whose lab.json is gone
     for ns in net.list_netns():  # also namespaces of a lab whose lab.json is gone
         if ns.startswith(net.NETNS_PREFIX):
             killed += _kill_in_netns(ns)

@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from vmha.errors import Conflict, NotFound, ValidationError
-from vmha.lab import net, state
+from vmha.lab import bmcs, net, state
 from vmha.lab.controller import start_controller
 
 SEGMENT = "lab"
 AGENT_PORT = 8792
-FAULTS = ("power-off", "network-down", "controller-link-down", "loss", "agent-kill")
+FAULTS = ("power-off", "network-down", "controller-link-down", "loss", "agent-kill",
+          "bmc-down")
 REAPER_MARK = "vmha.lab.reaper"
 AGENT_MARK = "vmha.agent"
 
@@ -43,6 +44,7 @@ class LabSettings:
     controller_port: int = 8790
     heartbeat_port: int = 8791
     start_controller: bool = True
+    bmcs: bool = True  # an IPMI and a Redfish emulator per host (vmha.lab.bmcs)
     # Extra [controller] settings for the lab's controller (ControllerSettings
     # keys), e.g. {"host_return_healthy_s": 5} for tests and benchmarks.
     controller: Mapping[str, Any] = field(default_factory=dict)
@@ -117,10 +119,14 @@ def up(lab_dir: Path, settings: LabSettings) -> dict[str, Any]:
     net.ensure_bridge()
     for i in range(1, settings.hosts + 1):
         _add_host(lab_dir, st, i)
+    if settings.bmcs:
+        for name in st["hosts"]:
+            bmcs.start(lab_dir, st, name)
     if settings.start_controller:
-        st["controller"] = start_controller(lab_dir, settings.controller_port,
-                                            st["controller"]["token"], asdict(settings),
-                                            SEGMENT)
+        st["controller"] = start_controller(
+            lab_dir, settings.controller_port, st["controller"]["token"], asdict(settings),
+            SEGMENT, {n: h.get("bmc") for n, h in st["hosts"].items()},
+        )
         state.save(lab_dir, st)
     for name in st["hosts"]:
         Path(st["hosts"][name]["config"]).write_text(_agent_toml(st, name))
@@ -231,7 +237,7 @@ def status(lab_dir: Path) -> dict[str, Any]:
             "pid1": h["pid1"] if pids else None, "agent_pid": agent,
             "netns": h["netns"], "veth": h["veth"], "secret": h["secret"],
             "agent_url": f"http://{h['address']}:{AGENT_PORT}",
-            "faults": [f["kind"] for f in h["faults"]], "bmc": {},
+            "faults": [f["kind"] for f in h["faults"]], "bmc": bmcs.public(h.get("bmc")),
         }
     ctl = st["controller"]
     return {"dir": st["dir"], "segment": st["segment"], "segment_secret": st["segment_secret"],
