@@ -261,20 +261,11 @@ def resolve_config_path(path: str | Path | None) -> Path | None:
 def load_settings(path: str | Path | None = None) -> Settings:
     """Read, merge and validate the configuration, or raise ConfigError."""
     file_path = resolve_config_path(path)
-    data: dict[str, Any] = {}
-    if file_path is not None:
-        try:
-            data = tomllib.loads(file_path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file {str(file_path)!r} does not exist") from None
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {str(file_path)!r}: {exc}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{file_path}: not valid TOML: {exc}") from exc
+    data = read_toml(file_path) if file_path is not None else {}
     try:
         settings = Settings(**data)
     except PydanticValidationError as exc:
-        raise ConfigError(_describe(exc, file_path)) from None
+        raise ConfigError(describe_validation(exc, file_path)) from None
     for token in settings.api.tokens:
         token.secret()  # a missing token_file is a config error, found now
     controller_settings(settings, file_path)
@@ -297,18 +288,43 @@ def controller_settings(settings: Settings, file_path: Path | None = None) -> An
         ) from None
 
 
-def _describe(exc: PydanticValidationError, file_path: Path | None) -> str:
+SECRET_WORDS = ("token", "secret", "password")
+
+
+def read_toml(file_path: Path) -> dict[str, Any]:
+    """A TOML file as data, or ConfigError saying what is wrong with it."""
+    try:
+        return tomllib.loads(file_path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(file_path)!r} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(file_path)!r}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file_path}: not valid TOML: {exc}") from exc
+
+
+def describe_validation(exc: PydanticValidationError, file_path: Path | None,
+                        what: str = "configuration") -> str:
+    """One line per problem: key, value (secrets and whole tables masked),
+    and what is wrong; used by every TOML-configured vmha program."""
     where = f"{file_path}: " if file_path else ""
     lines = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"])
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         value = err.get("input")
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-        shown = "***" if "token" in key or "password" in key else repr(value)
+        if any(word in key for word in SECRET_WORDS):
+            shown = "***"
+        elif isinstance(value, dict):
+            shown = "{...}"  # a whole table may hold a password
+        else:
+            shown = repr(value)
+        if err["type"] == "missing":
+            shown, msg = "(missing)", "required key"
         lines.append(f"{where}{key} = {shown}: {msg}")
-    return "invalid configuration:\n  " + "\n  ".join(lines)
+    return f"invalid {what}:\n  " + "\n  ".join(lines)
 
 
 def hide_password(url: str) -> str:

@@ -107,3 +107,15 @@ def test_bmc_passwords_are_masked_and_checked(tmp_path: Path) -> None:
     bad = write(tmp_path, '[bmcs.h]\nusername = "a"\n')
     with pytest.raises(ConfigError, match="exactly one of password or password_file"):
         load_settings(bad)
+
+
+def test_a_bad_bmc_table_never_echoes_its_password(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[bmcs.host1]\nusername = "admin"\npassword = "do-not-print-me"\n'
+        'password_file = "/etc/x"\n',
+    )
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert "exactly one of password or password_file" in str(info.value)
+    assert "do-not-print-me" not in str(info.value)

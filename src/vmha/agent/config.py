@@ -10,14 +10,14 @@ Nothing here opens sockets or starts anything.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from vmha.adapters.heartbeat.wire import DEFAULT_HEARTBEAT_PORT, HOST_MAX
+from vmha.config import describe_validation, read_toml
 from vmha.errors import ConfigError
 
 DEFAULT_AGENT_PORT = 8792
@@ -176,35 +176,13 @@ class AgentConfig(_Secret):
 def load_agent_config(path: str | Path) -> AgentConfig:
     """Read and validate the agent's TOML file, or raise ConfigError."""
     file_path = Path(path)
-    try:
-        data: dict[str, Any] = tomllib.loads(file_path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {str(file_path)!r} does not exist") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {str(file_path)!r}: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{file_path}: not valid TOML: {exc}") from exc
+    data = read_toml(file_path)
     try:
         cfg = AgentConfig(**data)
     except PydanticValidationError as exc:
-        raise ConfigError(_describe(exc, file_path)) from None
+        raise ConfigError(describe_validation(exc, file_path, "agent configuration")) from None
     cfg.secret_value()  # unreadable secret files are config errors, found now
     cfg.segment_secret_value()
     cfg.api.token_value()
     cfg.controller.token_value()
     return cfg
-
-
-def _describe(exc: PydanticValidationError, file_path: Path) -> str:
-    lines = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        secret = any(w in key for w in ("token", "secret"))
-        shown = "***" if secret else repr(err.get("input"))
-        if err["type"] == "missing":
-            shown, msg = "(missing)", "required key"
-        lines.append(f"{file_path}: {key} = {shown}: {msg}")
-    return "invalid agent configuration:\n  " + "\n  ".join(lines)
