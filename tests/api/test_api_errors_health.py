@@ -132,3 +132,12 @@ def test_nul_characters_are_refused(admin: TestClient) -> None:
     assert body["errors"][0]["field"] == "query.segment"  # type: ignore[index]
     body = _is_problem(admin.get("/v1/hosts/a%00b"), 422)
     assert body["errors"][0]["field"] == "path"  # type: ignore[index]
+
+
+def test_operator_fencing_needs_the_running_engine(seeded: TestClient) -> None:
+    """A bare API app (no engine in this process) says so with a 503."""
+    for response in (seeded.get("/v1/hosts/h1/power-status"),
+                     seeded.post("/v1/hosts/h1/fence-ack")):
+        assert response.status_code == 503, response.text
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert "engine is not running" in response.json()["detail"]

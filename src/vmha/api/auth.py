@@ -16,6 +16,7 @@ Role matrix (also in docs/api.md):
 | hosts:read          |  yes  |   yes    |  yes   |  no               |
 | hosts:write         |  yes  |   no     |  no    |  no               |
 | hosts:maintenance   |  yes  |   yes    |  no    |  no               |
+| hosts:fence         |  yes  |   yes    |  no    |  no               |
 | instances:read      |  yes  |   yes    |  yes   |  own project only |
 | instances:write     |  yes  |   yes    |  no    |  own project only |
 | policies:read       |  yes  |   yes    |  yes   |  yes              |
@@ -59,6 +60,7 @@ class Permission(str, enum.Enum):
     HOSTS_READ = "hosts:read"
     HOSTS_WRITE = "hosts:write"
     HOSTS_MAINTENANCE = "hosts:maintenance"
+    HOSTS_FENCE = "hosts:fence"
     INSTANCES_READ = "instances:read"
     INSTANCES_WRITE = "instances:write"
     POLICIES_READ = "policies:read"
@@ -77,8 +79,8 @@ _READ = frozenset(
 )
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "admin": frozenset(Permission),
-    "operator": _READ | {P.HOSTS_MAINTENANCE, P.INSTANCES_WRITE, P.SUBSCRIPTIONS_READ,
-                         P.SUBSCRIPTIONS_WRITE},
+    "operator": _READ | {P.HOSTS_MAINTENANCE, P.HOSTS_FENCE, P.INSTANCES_WRITE,
+                         P.SUBSCRIPTIONS_READ, P.SUBSCRIPTIONS_WRITE},
     "viewer": _READ,
     "project": frozenset({P.INSTANCES_READ, P.INSTANCES_WRITE, P.POLICIES_READ, P.EVENTS_READ,
                           P.SUBSCRIPTIONS_READ, P.SUBSCRIPTIONS_WRITE}),

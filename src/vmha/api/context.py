@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 from fastapi import Request
 
@@ -26,6 +27,16 @@ class Liveness:
     phi: float
 
 
+class HostOperations(Protocol):
+    """What the running controller offers operators (vmha.cli.service)."""
+
+    async def power_status(self, host: str) -> dict[str, str]:
+        """Each configured power method's reading: "on", "off" or "error: …"."""
+        ...
+
+    async def fence_ack(self, host: str, who: str) -> None: ...
+
+
 @dataclass
 class AppContext:
     settings: Settings
@@ -35,6 +46,7 @@ class AppContext:
     tokens: TokenTable
     # Set by the service once the engine runs; absent in a bare API app.
     liveness: Callable[[], Mapping[str, Liveness]] | None = None
+    operations: HostOperations | None = None
 
     def liveness_of(self, host: str) -> Liveness | None:
         return None if self.liveness is None else self.liveness().get(host)

@@ -251,6 +251,17 @@ class HostOut(_Out):
         )
 
 
+class PowerStatusOut(_Out):
+    host: str
+    methods: dict[str, str] = Field(
+        description='per power method: "on", "off" or "error: <why>"')
+
+
+class FenceAckOut(_Out):
+    host: str
+    acknowledged_by: str
+
+
 # -- instances ---------------------------------------------------------------
 
 

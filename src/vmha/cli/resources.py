@@ -1,7 +1,7 @@
 """`vmha segment|host|instance|policy ...`: CRUD through the REST API.
 
 Each resource gets `list`, `show`, `create`, `update`, `delete` (plus
-`host maintenance` and `instance policy`). Tables by default, `--json` for
+`host maintenance|power-status|fence-ack` and `instance policy`). Tables by default, `--json` for
 the raw answer. Talks only to the API (`vmha.cli.client`), never to the
 store.
 """
@@ -264,6 +264,38 @@ def host_maintenance(
     else:
         typer.echo(f"host {host['name']}: state {host['state']}, "
                    f"maintenance {'on' if host['maintenance'] else 'off'}")
+
+
+@host_app.command("power-status")
+@cli_errors
+def host_power_status(
+    name: str, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False,
+) -> None:
+    """Read a host's power through each configured BMC method (operator)."""
+    with connect(url, token) as api:
+        result = api.get(_path("hosts", name, "/power-status"))
+    if as_json:
+        print_json(result)
+        return
+    for method, reading in result["methods"].items():
+        typer.echo(f"{name} {method}: {reading}")
+
+
+@host_app.command("fence-ack")
+@cli_errors
+def host_fence_ack(
+    name: str, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False,
+) -> None:
+    """Confirm that a failed host is powered off (the `manual` fence level).
+
+    Only do this after checking the host is really off: its instances will be
+    started elsewhere."""
+    with connect(url, token) as api:
+        result = api.post(_path("hosts", name, "/fence-ack"), {})
+    if as_json:
+        print_json(result)
+    else:
+        typer.echo(f"host {result['host']}: fence acknowledged by {result['acknowledged_by']}")
 
 
 # -- instances -----------------------------------------------------------------

@@ -49,7 +49,7 @@ from vmha.cli.fencers import build_fencers
 from vmha.config import EventsConfig, Settings, controller_settings
 from vmha.domain.errors import NotFound, VmhaError
 from vmha.engine.controller import Controller
-from vmha.ports import Clock, IdGen, Store
+from vmha.ports import Clock, Fencer, IdGen, Store
 
 log = logging.getLogger("vmha.serve")
 
@@ -131,10 +131,10 @@ class Service:
         self.store = store
         self.app = app
         self.prober = HttpPeerProber(store)
+        self.fencers = build_fencers(settings, self._bmc_of)
         self.engine = Controller(
             controller_settings(settings), store, clock, ids,
-            fencers=build_fencers(settings, self._bmc_of), cloud=NoCloud(),
-            prober=self.prober,
+            fencers=self.fencers, cloud=NoCloud(), prober=self.prober,
         )
         self.secrets = AgentSecrets(store)
         ev = settings.events
@@ -152,6 +152,7 @@ class Service:
         self.clock = clock
         app.router.lifespan_context = self.lifespan
         app.state.vmha.liveness = self.liveness
+        app.state.vmha.operations = self
 
     def ensure_amqp_subscription(self) -> None:
         """The internal subscription whose cursor drives AMQP publishing:
@@ -170,6 +171,25 @@ class Service:
             log.warning("AMQP publishing is off ([events] amqp_url empty): "
                         "dropping its stored cursor")
             self.store.delete_subscription(AMQP_SUBSCRIPTION)
+
+    async def power_status(self, host: str) -> dict[str, str]:
+        """Every power method's reading of `host` (operators' power-status)."""
+        known = self.engine.cluster.hosts.get(host)
+        target = known if known is not None else await asyncio.to_thread(
+            self.store.get_host, host)
+
+        async def read(fencer: Fencer) -> str:
+            try:
+                return (await fencer.power_status(target)).value
+            except VmhaError as exc:
+                return f"error: {exc.detail}"
+
+        methods = sorted(self.fencers)
+        readings = await asyncio.gather(*(read(self.fencers[m]) for m in methods))
+        return dict(zip(methods, readings, strict=True))
+
+    async def fence_ack(self, host: str, who: str) -> None:
+        await self.engine.fence_ack(host, who)
 
     def _bmc_of(self, host: str) -> str:
         """The `[bmcs.<name>]` entry of a host: its `bmc` field, else its name."""
