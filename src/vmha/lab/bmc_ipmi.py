@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shlex
 import signal
 import sys
 import threading
@@ -34,7 +33,7 @@ import pyghmi.ipmi.private.constants as ipmi_constants
 import pyghmi.ipmi.private.serversession as serversession
 import pyghmi.ipmi.private.session as ipmisession
 
-from vmha.lab.power import CommandPower, FilePower, PowerBackend
+from vmha.lab.power import PowerBackend, add_power_arguments, backend_from_args
 
 log = logging.getLogger("vmha.lab.bmc_ipmi")
 
@@ -147,25 +146,13 @@ class EmulatedBmc(pyghmi_bmc.Bmc):  # type: ignore[misc]
         return 0
 
 
-def _backend(args: argparse.Namespace) -> PowerBackend:
-    if args.state_file:
-        return FilePower(Path(args.state_file))
-    if args.off_cmd and args.on_cmd:
-        status = shlex.split(args.status_cmd) if args.status_cmd else None
-        return CommandPower(shlex.split(args.off_cmd), shlex.split(args.on_cmd), status)
-    raise SystemExit("bmc_ipmi: give --state-file, or --off-cmd and --on-cmd")
-
-
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m vmha.lab.bmc_ipmi", description=__doc__)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--address", default="127.0.0.1")
     p.add_argument("--user", required=True)
     p.add_argument("--password-file", required=True, help="file holding the password")
-    p.add_argument("--state-file", help="power state file (FilePower)")
-    p.add_argument("--off-cmd", help="command line run to power off (CommandPower)")
-    p.add_argument("--on-cmd", help="command line run to power on")
-    p.add_argument("--status-cmd", help="command line whose exit 0 means on")
+    add_power_arguments(p)
     return p.parse_args(argv)
 
 
@@ -175,7 +162,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s bmc_ipmi: %(message)s"
     )
     password = Path(args.password_file).read_text(encoding="utf-8").strip()
-    bmc = EmulatedBmc({args.user: password}, _backend(args), args.port, args.address)
+    power = backend_from_args(args, "bmc_ipmi")
+    bmc = EmulatedBmc({args.user: password}, power, args.port, args.address)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     log.info("listening on udp %s:%d for user %s", args.address, args.port, args.user)
     serve_forever(bmc)

@@ -23,7 +23,6 @@ import datetime
 import ipaddress
 import logging
 import os
-import shlex
 import signal
 import ssl
 import sys
@@ -44,7 +43,7 @@ from sushy_tools.emulator import main as sushy_main
 from sushy_tools.emulator.resources.systems.base import AbstractSystemsDriver
 from werkzeug.serving import make_server
 
-from vmha.lab.power import CommandPower, FilePower, PowerBackend
+from vmha.lab.power import PowerBackend, add_power_arguments, backend_from_args
 
 log = logging.getLogger("vmha.lab.bmc_redfish")
 
@@ -173,15 +172,6 @@ def build_app(system: str, power: PowerBackend, user: str, password: str) -> Any
     return app
 
 
-def _backend(args: argparse.Namespace) -> PowerBackend:
-    if args.state_file:
-        return FilePower(Path(args.state_file))
-    if args.off_cmd and args.on_cmd:
-        status = shlex.split(args.status_cmd) if args.status_cmd else None
-        return CommandPower(shlex.split(args.off_cmd), shlex.split(args.on_cmd), status)
-    raise SystemExit("bmc_redfish: give --state-file, or --off-cmd and --on-cmd")
-
-
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m vmha.lab.bmc_redfish", description=__doc__)
     p.add_argument("--port", type=int, required=True)
@@ -191,10 +181,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--password-file", required=True)
     p.add_argument("--cert", required=True, help="PEM certificate (created if missing)")
     p.add_argument("--key", required=True, help="PEM private key (created if missing)")
-    p.add_argument("--state-file", help="power state file (FilePower)")
-    p.add_argument("--off-cmd", help="command line run to power off (CommandPower)")
-    p.add_argument("--on-cmd", help="command line run to power on")
-    p.add_argument("--status-cmd", help="command line whose exit 0 means on")
+    add_power_arguments(p)
     return p.parse_args(argv)
 
 
@@ -209,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not (cert.exists() and key.exists()):
         write_self_signed(cert, key, args.address)
     password = Path(args.password_file).read_text(encoding="utf-8").strip()
-    app = build_app(args.system, _backend(args), args.user, password)
+    app = build_app(args.system, backend_from_args(args, "bmc_redfish"), args.user, password)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     server = make_server(args.address, args.port, app, threaded=True, ssl_context=context)

@@ -15,7 +15,9 @@ Nothing here knows about IPMI or Redfish.
 
 from __future__ import annotations
 
+import argparse
 import os
+import shlex
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -96,3 +98,21 @@ class CommandPower:
     def power_on(self) -> None:
         subprocess.run(self._on, check=True, timeout=COMMAND_TIMEOUT_S)
         self._last = True
+
+
+def add_power_arguments(parser: argparse.ArgumentParser) -> None:
+    """The emulators' power options: a state file, or off/on/status commands."""
+    parser.add_argument("--state-file", help="power state file (FilePower)")
+    parser.add_argument("--off-cmd", help="command line run to power off (CommandPower)")
+    parser.add_argument("--on-cmd", help="command line run to power on")
+    parser.add_argument("--status-cmd", help="command line whose exit 0 means on")
+
+
+def backend_from_args(args: argparse.Namespace, prog: str) -> PowerBackend:
+    """The backend those options describe, or exit with a one-line usage error."""
+    if args.state_file:
+        return FilePower(Path(args.state_file))
+    if args.off_cmd and args.on_cmd:
+        status = shlex.split(args.status_cmd) if args.status_cmd else None
+        return CommandPower(shlex.split(args.off_cmd), shlex.split(args.on_cmd), status)
+    raise SystemExit(f"{prog}: give --state-file, or --off-cmd and --on-cmd")
