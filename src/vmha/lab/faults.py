@@ -117,6 +117,9 @@ def power_on(lab_dir: Path, host: str) -> dict[str, Any]:
     return {"host": host, "pid1": h["pid1"]}
 
 
+RESTART_TIMEOUT_S = 5.0
+
+
 def restart_agent(lab_dir: Path, host: str) -> dict[str, Any]:
     """Ask the host's PID 1 to start the agent again (after agent-kill)."""
     st = state.load(lab_dir)
@@ -125,9 +128,18 @@ def restart_agent(lab_dir: Path, host: str) -> dict[str, Any]:
         raise Conflict(f"{host} is powered off; use `vmha lab power-on {host}`")
     if agent_pid(h) is not None:
         raise Conflict(f"{host}: the agent is already running")
+    # PID 1 may not have reaped the old agent when the first request
+    # arrives (it then ignores it): ask again until a new agent runs.
+    deadline = time.monotonic() + RESTART_TIMEOUT_S
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.sendto(b"start-agent", str(Path(h["dir"]) / "reaper.sock"))
-    return {"host": host}
+        while time.monotonic() < deadline:
+            sock.sendto(b"start-agent", str(Path(h["dir"]) / "reaper.sock"))
+            for _ in range(10):
+                time.sleep(0.02)
+                if agent_pid(h) is not None:
+                    return {"host": host, "agent_pid": agent_pid(h)}
+    raise net.LabCommandFailed(f"{host}: the agent did not start again within "
+                               f"{RESTART_TIMEOUT_S:.0f} s; see {h['dir']}/host.log")
 
 
 def down(lab_dir: Path) -> dict[str, Any]:
