@@ -114,6 +114,27 @@ def test_instance_references_must_exist(seeded: TestClient) -> None:
     assert seeded.get("/v1/instances/a1").json()["policy_name"] is None
 
 
+def test_instance_spec_round_trip_and_errors(seeded: TestClient) -> None:
+    spec = {"image": "lab", "address": "198.18.1.11/24",
+            "health_url": "http://198.18.1.11:8080/health"}
+    created = seeded.post("/v1/instances", json={"name": "vm1", "host": "h1", "spec": spec})
+    assert created.status_code == 201, created.text
+    got = created.json()["spec"]
+    assert (got["image"], got["address"], got["watchdog_s"]) == ("lab", "198.18.1.11/24", 3)
+    iid = created.json()["id"]
+    moved = seeded.patch(f"/v1/instances/{iid}", json={"spec": {"xml": "<domain type='qemu'/>"}})
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["spec"]["xml"] == "<domain type='qemu'/>"
+    cases = (({"image": "lab", "xml": "<domain/>"}, "body.spec"),
+             ({"image": "lab", "address": "198.18.1.300/24"}, "body.spec.address"),
+             ({"image": "../etc"}, "body.spec.image"),
+             ({"image": "lab", "mac": "01:00:00:00:00:01"}, "body.spec.mac"))
+    for bad, field in cases:
+        refused = seeded.post("/v1/instances", json={"name": "x", "spec": bad})
+        assert refused.status_code == 422, (bad, refused.text)
+        assert refused.json()["errors"][0]["field"] == field, (bad, refused.text)
+
+
 def test_instance_id_must_be_url_safe(admin: TestClient) -> None:
     refused = admin.post("/v1/instances", json={"id": "a/b", "name": "x"})
     assert refused.status_code == 422

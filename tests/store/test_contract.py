@@ -26,6 +26,7 @@ from vmha.domain.model import (
     SubjectKind,
 )
 from vmha.domain.policy import HAPolicy, LayerMode, Probe, ProbeKind, WatchdogAction
+from vmha.domain.spec import InstanceSpec
 from vmha.ports import EventQuery, ListQuery, NamedPolicy, Page, Store
 
 POLICY = HAPolicy(
@@ -124,6 +125,13 @@ def test_instance_round_trip_with_inline_and_named_policy(store: Store) -> None:
     assert got.policy is not None and got.policy.probes == POLICY.probes
     bare = Instance("i-2", "db-1", None)
     store.create_instance(bare)
+    defined = Instance("i-3", "vm3", "h1", spec=InstanceSpec(
+        image="lab", address="198.18.1.13/24", health_url="http://198.18.1.13:8080/health"))
+    store.create_instance(defined)
+    assert store.get_instance("i-3") == defined
+    as_xml = dataclasses.replace(defined, spec=InstanceSpec(xml="<domain type='qemu'/>"))
+    assert store.update_instance(as_xml) == as_xml
+    assert store.get_instance("i-3").spec == as_xml.spec
     assert store.get_instance("i-2") == bare
     changed = dataclasses.replace(inst, policy=None, host="h2")
     assert store.update_instance(changed) == changed

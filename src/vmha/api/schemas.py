@@ -43,6 +43,7 @@ from vmha.domain.policy import (
     ProbeKind,
     WatchdogAction,
 )
+from vmha.domain.spec import XML_MAX, InstanceSpec
 from vmha.errors import ValidationError
 from vmha.ports import NamedPolicy
 
@@ -123,6 +124,33 @@ class PolicyModel(_In):
     @classmethod
     def of(cls, policy: HAPolicy) -> PolicyModel:
         return cls.model_validate(policy.to_dict())
+
+
+class SpecModel(_In):
+    """How vmha defines the instance in libvirt mode: a template (`image`,
+    `address` ...) or a whole domain `xml`. Not used with OpenStack."""
+
+    image: str = Field(default="", max_length=255,
+                       description="image name under the controller's [libvirt] image_dir")
+    address: str = Field(default="", max_length=64, description="guest ADDRESS/PREFIX")
+    gateway: str = Field(default="", max_length=64)
+    mac: str = Field(default="", max_length=17, description="derived from the id when empty")
+    bridge: str = Field(default="br0", max_length=64)
+    health_url: str = Field(default="", max_length=1024,
+                            description="answers 200 when the application is up")
+    watchdog_s: int = Field(default=3, ge=1, le=60, description="guest watchdog heartbeat")
+    xml: str = Field(default="", max_length=XML_MAX, description="a whole libvirt domain")
+
+    def to_domain(self) -> InstanceSpec:
+        try:
+            return InstanceSpec.from_dict(self.model_dump())
+        except ValidationError as exc:
+            field = "spec" if exc.field == "spec" else f"spec.{exc.field}"
+            raise ValidationError(field, exc.reason) from exc
+
+    @classmethod
+    def of(cls, spec: InstanceSpec) -> SpecModel:
+        return cls.model_validate(spec.to_dict())
 
 
 # -- segments ----------------------------------------------------------------
@@ -279,6 +307,7 @@ class InstanceCreate(_In):
     )
     policy_name: str | None = Field(default=None, max_length=64)
     anti_affinity_group: str | None = Field(default=None, max_length=64)
+    spec: SpecModel | None = Field(default=None, description="libvirt mode: its definition")
 
     def to_domain(self, instance_id: str, project: str) -> Instance:
         check_name("id", instance_id)  # ids travel in URLs: keep them plain
@@ -287,6 +316,7 @@ class InstanceCreate(_In):
             resources=self.resources.to_domain(),
             policy=None if self.policy is None else self.policy.to_domain(),
             policy_name=self.policy_name, anti_affinity_group=self.anti_affinity_group,
+            spec=None if self.spec is None else self.spec.to_domain(),
         )
 
 
@@ -300,9 +330,12 @@ class InstanceUpdate(_In):
     policy: PolicyModel | None = None
     policy_name: str | None = unset(max_length=64)
     anti_affinity_group: str | None = unset(max_length=64)
+    spec: SpecModel | None = None
 
     def apply(self, instance: Instance) -> Instance:
         changes: dict[str, Any] = self.model_dump(exclude_unset=True)
+        if "spec" in changes:
+            changes["spec"] = None if self.spec is None else self.spec.to_domain()
         if "resources" in changes:
             changes["resources"] = self.resources.to_domain()
         if "policy" in changes:
@@ -320,6 +353,7 @@ class InstanceOut(_Out):
     policy: PolicyModel | None
     policy_name: str | None
     anti_affinity_group: str | None
+    spec: SpecModel | None = None
 
     @classmethod
     def of(cls, i: Instance) -> InstanceOut:
@@ -328,6 +362,7 @@ class InstanceOut(_Out):
             resources=CapacityModel.of(i.resources),
             policy=None if i.policy is None else PolicyModel.of(i.policy),
             policy_name=i.policy_name, anti_affinity_group=i.anti_affinity_group,
+            spec=None if i.spec is None else SpecModel.of(i.spec),
         )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from vmha.domain.errors import InvalidTransition, ValidationError
 from vmha.domain.policy import HAPolicy
+from vmha.domain.spec import InstanceSpec
 
 NAME_MAX = 64
 FENCE_METHODS = ("ipmi", "redfish", "fence_agent", "agent_watchdog", "manual")
@@ -90,7 +91,8 @@ TERMINAL_JOB_STATES = frozenset({JobState.DONE, JobState.FAILED})
 
 JOB_TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
     JobState.PENDING: frozenset(
-        {JobState.FENCING, JobState.EVACUATING, JobState.PAUSED, JobState.FAILED}
+        {JobState.FENCING, JobState.EVACUATING, JobState.PAUSED, JobState.FAILED,
+         JobState.DONE}  # DONE: actions and decisions settle in one step
     ),
     JobState.FENCING: frozenset({JobState.FENCED, JobState.PAUSED, JobState.FAILED}),
     JobState.FENCED: frozenset({JobState.EVACUATING, JobState.PAUSED, JobState.FAILED}),
@@ -113,6 +115,7 @@ class JobKind(str, enum.Enum):
     HOST_RECOVERY = "host_recovery"  # fence a failed host, move its instances
     INSTANCE_RECOVERY = "instance_recovery"  # restart/reset one instance
     ACTION = "action"  # an operator's or user's action through the API
+    DECISION = "decision"  # a custom-policy question waiting for the user's answer
 
 
 class Severity(str, enum.Enum):
@@ -235,6 +238,7 @@ class Instance:
     policy: HAPolicy | None = None  # inline policy, wins over policy_name
     policy_name: str | None = None
     anti_affinity_group: str | None = None
+    spec: InstanceSpec | None = None  # libvirt mode: how vmha defines it
 
     def __post_init__(self) -> None:
         if not self.id:

@@ -32,6 +32,7 @@ from vmha.domain.model import (
     SubjectKind,
 )
 from vmha.domain.policy import HAPolicy
+from vmha.domain.spec import InstanceSpec
 from vmha.ports import Delivery, DeliveryStatus, NamedPolicy, Subscription
 
 Row = dict[str, Any]
@@ -39,7 +40,7 @@ Row = dict[str, Any]
 JSON_COLUMNS: Mapping[str, tuple[str, ...]] = {
     "segments": (),
     "hosts": ("capacity", "fence_levels"),
-    "instances": ("resources", "policy"),
+    "instances": ("resources", "policy", "spec"),
     "policies": ("policy",),
     "events": ("payload",),
     "jobs": ("steps", "data"),
@@ -108,6 +109,7 @@ def instance_row(i: Instance) -> Row:
         "resources": _capacity_dict(i.resources), "state": i.state.value,
         "policy": None if i.policy is None else plain_json(i.policy.to_dict(), "policy"),
         "policy_name": i.policy_name, "anti_affinity_group": i.anti_affinity_group,
+        "spec": None if i.spec is None else plain_json(i.spec.to_dict(), "spec"),
     }
 
 
@@ -118,6 +120,7 @@ def instance_from(r: Mapping[str, Any]) -> Instance:
         resources=_capacity(r["resources"]), state=InstanceState(r["state"]),
         policy=None if policy is None else HAPolicy.from_dict(policy),
         policy_name=r["policy_name"], anti_affinity_group=r["anti_affinity_group"],
+        spec=None if r.get("spec") is None else InstanceSpec.from_dict(r["spec"]),
     )
 
 

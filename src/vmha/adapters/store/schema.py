@@ -68,6 +68,7 @@ instances = sa.Table(
     sa.Column("policy", sa.JSON(), nullable=True),
     sa.Column("policy_name", NAME, sa.ForeignKey("policies.name"), nullable=True, index=True),
     sa.Column("anti_affinity_group", sa.String(255), nullable=True),
+    sa.Column("spec", sa.JSON(), nullable=True),  # libvirt mode: the definition (0004)
 )
 
 events = sa.Table(
