@@ -56,6 +56,22 @@ OUTCOMES: dict[str, Outcome] = {
     "bmc-stuck-on-operator-ack": Outcome(
         has=("host.fence_failed h1", "host.fenced h1"),
         running={"vm1": "not:h1", "vm2": "not:h1"}, starts={"vm1": 1, "vm2": 1}),
+    "operator-fence": Outcome(
+        has=("host.failed h1", "host.fenced h1"), lacks=("host.fence_failed",),
+        running={"vm1": "not:h1", "vm2": "not:h1", "vm3": "h2"}, starts={"vm1": 1, "vm2": 1},
+        log_has=("host.failed operator admin requested a fence",),
+        before=(("h1: host.fenced", "instance.evacuating"),)),
+    "operator-fence-bmc-stuck-on": Outcome(
+        has=("host.fence_failed h1",),
+        lacks=("host.fenced", "instance.evacuating", "instance.evacuated"),
+        running={"vm1": "h1", "vm2": "h2"}, starts={"vm1": 0},
+        log_has=("still answers: left up, nothing was moved",)),
+    "fence-ack-refused-while-reachable": Outcome(
+        has=("host.fence_acked h1", "host.fenced h1"),
+        running={"vm1": "not:h1"}, starts={"vm1": 1},
+        log_has=("controller refused 'operator fence-ack h1'",
+                 "2 of 2 peers still reach it"),
+        before=(("power-off", "host.fence_acked"),)),
     "controller-link-cut": Outcome(
         has=("host.suspect h1", "host.partitioned h1", "host.up h1"),
         lacks=("host.failed", "host.fencing", "host.fenced"),

@@ -17,6 +17,7 @@ Everything the job needs to resume lives in `job.data` (plain JSON):
   host, segment, levels (fence levels), last_seen (last heartbeat),
   fence: {level, phase ("off" | "confirm"), started, confirmed_by, retry_at},
   disabled, planned, acked_by, paused_for, resume_to,
+  requested_by (an operator asked for this fence: `vmha host fence`),
   instances: {id: {state, target, attempt, stopped, reason, excluded}}
 Per-instance states: pending (target chosen), evacuating (start sent),
 verifying, done, replan (its start failed and it was stopped there again:
@@ -220,14 +221,16 @@ def new_host_job(
     job_id: str, host: Host, instances: Sequence[Instance], protected: Mapping[str, bool],
     last_seen: float, now: float, reason: str,
     default_levels: tuple[tuple[str, ...], ...] = DEFAULT_LEVELS,
+    requested_by: str | None = None, levels: Sequence[Sequence[str]] | None = None,
 ) -> Job:
-    """A pending recovery job for failed `host` and its instances."""
+    """A pending recovery job for failed `host` and its instances; with
+    `requested_by`, an operator's fence through `levels` (power levels only)."""
     subs: dict[str, Any] = {}
     for inst in instances:
         ok = protected.get(inst.id, True)
         subs[inst.id] = _sub("pending" if ok else "skipped",
                              reason="" if ok else "policy does not recover it")
-    levels = host.fence_levels or default_levels
+    levels = levels or host.fence_levels or default_levels
     data = {
         "host": host.name, "segment": host.segment,
         "levels": [list(level) for level in levels], "last_seen": last_seen,
@@ -235,6 +238,7 @@ def new_host_job(
                   "retry_at": 0.0},
         "disabled": False, "planned": False, "acked_by": None,
         "paused_for": None, "resume_to": None, "instances": subs,
+        "requested_by": requested_by,
     }
     return Job(id=job_id, kind=JobKind.HOST_RECOVERY, subject=host.name, created_at=now,
                updated_at=now, reason=reason, data=data)
@@ -251,6 +255,24 @@ def acknowledge(job: Job, who: str, now: float) -> Job:
     data["acked_by"] = who
     data["fence"]["retry_at"] = now
     return replace(job, data=data, updated_at=now)
+
+
+def request_fence(job: Job, who: str, levels: Sequence[Sequence[str]], now: float) -> Job:
+    """An operator asks to fence the job's host now through `levels`: the
+    fence restarts at the first of them, even if the host still answers."""
+    data = _data(job)
+    data["requested_by"], data["levels"] = who, [list(level) for level in levels]
+    data["fence"].update(level=0, phase="off", retry_at=now)
+    return replace(job, data=data, updated_at=now)
+
+
+def fence_confirmed(job: Job) -> bool:
+    """The job's host is confirmed fenced (BMC, self-fence deadline or ack)."""
+    return bool(job.data.get("fence", {}).get("confirmed_by"))
+
+
+def _requested(data: Mapping[str, Any]) -> bool:
+    return bool(data.get("requested_by"))
 
 
 def _data(job: Job) -> dict[str, Any]:
@@ -290,13 +312,16 @@ def _pause(job: Job, why: str, reason: str, now: float) -> Decision:
 
 
 def _decide_pending(job: Job, ctx: JobContext, now: float) -> Decision:
-    if ctx.host_returned:
+    # an operator's fence goes ahead while the host still answers, and is
+    # not held by the rate limit (a person asked, not a storm)
+    requested = _requested(job.data)
+    if ctx.host_returned and not requested:
         return _cancel(job, now)
     if ctx.blocked:
         return _pause(job, "blocked", ctx.blocked, now)
-    if ctx.host_alive and not _data(job)["acked_by"]:
+    if ctx.host_alive and not _data(job)["acked_by"] and not requested:
         return Decision(job, wait_until=None)  # stale verdict: wait for return or failure
-    if not _data(job)["acked_by"] and ctx.fence_allowed_at > now:
+    if not _data(job)["acked_by"] and not requested and ctx.fence_allowed_at > now:
         return _rate_limited(job, ctx.fence_allowed_at, now)
     d = _move(job, JobState.FENCING, "fencing the failed host", now, _data(job))
     return replace(d, host_state=HostState.FENCING, host_reason="fencing started")
@@ -318,10 +343,10 @@ def _rate_limited(job: Job, until: float, now: float) -> Decision:
 
 def _decide_paused(job: Job, ctx: JobContext, now: float) -> Decision:
     data = _data(job)
-    fence = data["fence"]
-    if ctx.host_returned and not fence["confirmed_by"]:
+    fence, requested = data["fence"], _requested(data)
+    if ctx.host_returned and not fence["confirmed_by"] and not requested:
         return _cancel(job, now)
-    if ctx.host_alive and not data["acked_by"] and not fence["confirmed_by"]:
+    if ctx.host_alive and not data["acked_by"] and not fence["confirmed_by"] and not requested:
         return Decision(job, wait_until=None)  # alive again: no fencing while it talks to us
     if data["paused_for"] == "blocked":
         if ctx.blocked:
@@ -332,7 +357,7 @@ def _decide_paused(job: Job, ctx: JobContext, now: float) -> Decision:
     # paused because every fence level failed: retry on schedule or on ack
     if ctx.blocked:
         return Decision(job, wait_until=None)
-    if now < fence["retry_at"] and not data["acked_by"]:
+    if now < fence["retry_at"] and not data["acked_by"] and not requested:
         return Decision(job, wait_until=fence["retry_at"])
     fence.update(level=0, phase="off")
     data["paused_for"] = data["resume_to"] = None
@@ -370,12 +395,25 @@ def _fenced(job: Job, data: dict[str, Any], reason: str, now: float) -> Decision
 
 
 def _fence_failed(job: Job, data: dict[str, Any], ctx: JobContext, now: float) -> Decision:
+    if _requested(data) and ctx.host_alive:
+        return _request_failed(job, data, now)
+    data["requested_by"] = None  # retried on schedule from now on, like any fence
     data["fence"].update(level=0, phase="off", retry_at=now + ctx.fence_retry_s)
     data["paused_for"], data["resume_to"] = "fence_failed", "fencing"
     reason = (f"every fence level failed; nothing will be recovered; retrying in "
               f"{ctx.fence_retry_s:g} s or on operator fence-ack")
     d = _move(job, JobState.PAUSED, reason, now, data)
     return replace(d, host_state=HostState.FAILED, host_reason=reason,
+                   host_event="host.fence_failed")
+
+
+def _request_failed(job: Job, data: dict[str, Any], now: float) -> Decision:
+    """An operator's fence failed on every level while the host still
+    answers: it keeps running its instances, so nothing may move."""
+    reason = (f"operator {data['requested_by']}'s fence failed on every level and "
+              f"{job.subject} still answers: left up, nothing was moved")
+    d = _move(job, JobState.FAILED, reason, now, data)
+    return replace(d, host_state=HostState.UP, host_reason=reason,
                    host_event="host.fence_failed")
 
 

@@ -17,8 +17,10 @@ import logging
 from collections.abc import Mapping
 from dataclasses import replace
 
-from vmha.domain.errors import NotFound, VmhaError
-from vmha.domain.model import Host, HostState
+from vmha.domain import recovery
+from vmha.domain.errors import Conflict, NotFound, VmhaError
+from vmha.domain.model import Host, HostState, Job
+from vmha.engine import fencing
 from vmha.engine.detection import HostMonitor
 from vmha.engine.instances import InstanceWatcher
 from vmha.engine.jobs import JobRunner
@@ -123,12 +125,20 @@ class Controller:
         """From an agent: started, stopped, crashed, watchdog, app_failed, app_ok."""
         await self.instances.event(instance_id, kind, detail)
 
-    async def fence_ack(self, host: str, who: str) -> None:
-        """An operator confirms `host` is powered off (manual fence)."""
+    async def fence_ack(self, host: str, who: str, force: bool = False) -> None:
+        """An operator confirms `host` is powered off (manual fence). Refused
+        (Conflict) while its heartbeats are current or a peer still reaches
+        it, unless `force`; every ack is recorded as `host.fence_acked`."""
         if host not in self.cluster.hosts:
             raise NotFound("host", host)
+        alive = await fencing.still_answers(self.monitor, host, self.clock.now())
+        if alive and not force:
+            raise Conflict(f"refusing fence-ack of host {host}: {alive}, so it may still "
+                           "run its instances and they would run twice; check that it is "
+                           "really powered off, then repeat with force (--force)")
         now = self.clock.now()
         current = self.cluster.hosts[host]
+        self.cluster.append([fencing.ack_event(current, who, force, alive, now)])
         if self.jobs.job_for(host) is None and current.state in (
             HostState.SUSPECT, HostState.PARTITIONED
         ):
@@ -141,6 +151,30 @@ class Controller:
             self.jobs.acks[host] = who
         self.jobs.poke()
         await self.cluster.flush()
+
+    async def fence_host(self, host: str, who: str, method: str | None = None) -> Job:
+        """An operator's power-off of `host` through its power fence levels
+        (or only `method`), run as the host's recovery job: the fence is the
+        job's fence confirmation, and its instances are then recovered."""
+        if host not in self.cluster.hosts:
+            raise NotFound("host", host)
+        current = self.cluster.hosts[host]
+        levels = fencing.operator_levels(current, method, self.settings.default_fence_levels,
+                                         frozenset(self.jobs.fencers))
+        job = self.jobs.job_for(host)
+        if job is not None:
+            if recovery.fence_confirmed(job):
+                raise Conflict(f"host {host} is already fenced (job {job.id} is "
+                               f"{job.state.value}): nothing to power off")
+            self.jobs.requests[host] = (who, levels)
+            self.jobs.start(job.id)
+            self.jobs.poke()
+            return job
+        failed = fencing.fail_for_fence(self.cluster, current, who, self.clock.now())
+        job = await self.jobs.host_failed(failed, self.clock.now(), requested_by=who,
+                                          levels=levels)
+        await self.cluster.flush()
+        return job
 
     async def resume_segment(self, segment: str, who: str) -> None:
         if segment not in self.cluster.segments:

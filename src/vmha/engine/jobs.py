@@ -45,6 +45,7 @@ from vmha.ports import Clock, Cloud, Fencer, IdGen, PowerState
 log = logging.getLogger("vmha.engine.jobs")
 MAX_STEPS = 200
 T = TypeVar("T")
+Levels = tuple[tuple[str, ...], ...]
 
 
 class JobRunner:
@@ -65,6 +66,8 @@ class JobRunner:
         self.pokes: dict[str, asyncio.Event] = {}
         self.budgets: dict[str, FenceBudget] = {}
         self.acks: dict[str, str] = {}  # host -> operator, not yet folded into its job
+        # host -> (operator, levels): an operator's fence, not yet folded into its job
+        self.requests: dict[str, tuple[str, Levels]] = {}
         self.fence_queue: dict[str, list[tuple[float, str]]] = {}  # segment -> waiting jobs
 
     # -- starting -------------------------------------------------------------
@@ -93,18 +96,21 @@ class JobRunner:
         for event in self.pokes.values():
             event.set()
 
-    async def host_failed(self, host: Host, now: float) -> None:
-        """`host` was confirmed failed: start its recovery job (once)."""
+    async def host_failed(self, host: Host, now: float, requested_by: str | None = None,
+                          levels: Levels | None = None) -> Job:
+        """`host` was confirmed failed, or an operator (`requested_by`) asked
+        to fence it through `levels`: start its recovery job (once)."""
         existing = self.job_for(host.name)
         if existing is not None:
             self.start(existing.id)
             self.poke()
-            return
+            return existing
         instances = self.cluster.instances(host.name)
         protected = {i.id: self.cluster.policy_of(i, host).protected for i in instances}
         job = recovery.new_host_job(
             self.ids.new_id(), host, instances, protected, self.monitor.last_seen(host.name),
-            now, host.state_reason, self.settings.default_fence_levels)
+            now, host.state_reason, self.settings.default_fence_levels,
+            requested_by=requested_by, levels=levels)
         reason = f"recovering {len(instances)} instances of failed host {host.name}"
         event = Event(type="job.started", subject=job.id, time=now, subject_kind=SubjectKind.JOB,
                       payload={"job": job.id, "kind": job.kind.value, "subject": host.name,
@@ -112,6 +118,7 @@ class JobRunner:
         self.cluster.store.create_job(job, [event])
         self.cluster.note_sent([event])
         self.start(job.id)
+        return job
 
     async def stop(self) -> None:
         tasks = list(self.tasks.values())
@@ -143,6 +150,9 @@ class JobRunner:
         now = self.clock.now()
         if job.subject in self.acks:
             job = recovery.acknowledge(job, self.acks.pop(job.subject), now)
+        if job.subject in self.requests:
+            who, levels = self.requests.pop(job.subject)
+            job = recovery.request_fence(job, who, levels, now)
         decision = recovery.decide(job, self._context(job, now), now)
         seg = job.data["segment"]
         if decision.host_state is HostState.FENCING:

@@ -48,7 +48,8 @@ class EngineLike(Protocol):
     async def instance_event(self, instance_id: str, kind: str, detail: str = "") -> None: ...
     async def run(self) -> None: ...
     async def stop(self) -> None: ...
-    async def fence_ack(self, host: str, who: str) -> None: ...
+    async def fence_ack(self, host: str, who: str, force: bool = False) -> None: ...
+    async def fence_host(self, host: str, who: str, method: str | None = None) -> Any: ...
     async def resume_segment(self, segment: str, who: str) -> None: ...
     async def set_maintenance(self, host: str, enabled: bool, reason: str = "") -> None: ...
 
@@ -227,7 +228,10 @@ class _Session:
                 await engine.set_maintenance(cmd.target, cmd.action == "on",
                                              f"maintenance set by {OPERATOR}")
             elif cmd.action == "fence-ack":
-                await engine.fence_ack(cmd.target, OPERATOR)
+                await engine.fence_ack(cmd.target, OPERATOR, force=cmd.text.endswith(" force"))
+            elif cmd.action == "fence":
+                words = cmd.text.split()
+                await engine.fence_host(cmd.target, OPERATOR, words[3] if len(words) > 3 else None)
             else:
                 await engine.resume_segment(cmd.target, OPERATOR)
         except VmhaError as exc:  # refused by the controller: worth seeing, not a bug
@@ -242,7 +246,7 @@ def _inject_text(cmd: Command) -> str:
     if cmd.verb == "controller":
         return "restart"
     if cmd.verb == "operator":
-        return words[1]
+        return " ".join([words[1], *words[3:]])
     return " ".join([words[0], *words[2:]])
 
 

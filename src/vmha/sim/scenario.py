@@ -64,7 +64,7 @@ COMMAND_USAGE: dict[str, str] = {
     "vm": "vm VM crash",
     "maintenance": "maintenance H on|off",
     "controller": "controller restart",
-    "operator": "operator fence-ack H|resume S",
+    "operator": "operator fence-ack H [force]|fence H [METHOD]|resume S",
 }
 ALLOWED_COMMANDS = ", ".join(COMMAND_USAGE.values())
 
@@ -357,10 +357,13 @@ def _command(where: str, index: int, at: float, text: str, names: _Names) -> Com
 
 def _operator(words: list[str], index: int, at: float, text: str, names: _Names,
               bad: Any) -> Command:
-    if len(words) != 3 or words[1] not in ("fence-ack", "resume"):
-        raise bad("expected `operator fence-ack H` or `operator resume S`")
+    extra = {"fence-ack": ("force",), "fence": ("ipmi", "redfish", "fence_agent")}
+    if (len(words) not in (3, 4) or words[1] not in ("fence-ack", "fence", "resume")
+            or (len(words) == 4 and words[3] not in extra.get(words[1], ()))):
+        raise bad("expected `operator fence-ack H [force]`, `operator fence H [METHOD]` "
+                  "or `operator resume S`")
     action, target = words[1], words[2]
-    if action == "fence-ack" and target not in names.hosts:
+    if action in ("fence-ack", "fence") and target not in names.hosts:
         raise bad(f"{target!r} is not a host of this scenario")
     if action == "resume" and target not in names.segments:
         raise bad(f"{target!r} is not a segment of this scenario")
