@@ -195,6 +195,40 @@ OUTCOMES: dict[str, Outcome] = {
     "lone-host-bmc-off": Outcome(
         has=("host.failed h9", "host.fenced h9", "instance.unplaceable vm9"),
         running={"vm9": None}),
+    # custom recovery (decisions) and instance actions
+    "custom-guest-answered": Outcome(
+        has=("decision.requested vm1", "instance.restarted vm1"),
+        lacks=("decision.timed_out",), running={"vm1": "h1"}, starts={"vm1": 1},
+        log_has=("was already answered by user",)),
+    "custom-guest-timeout": Outcome(
+        has=("decision.requested vm1", "decision.timed_out vm1", "instance.restarted vm1"),
+        running={"vm1": "h1"}, starts={"vm1": 1},
+        log_has=("timed out before this answer; its fallback 'auto' was applied",)),
+    "custom-app-fallback-none": Outcome(
+        has=("decision.requested vm1", "decision.timed_out vm1"),
+        lacks=("instance.restarted",), never=("vm1: world reset",),
+        log_has=("fallback none: nothing is done",)),
+    "custom-host-after-fence": Outcome(
+        has=(*FENCED_H1, "decision.requested vm1", "decision.requested vm2",
+             "decision.timed_out vm2"),
+        lacks=("decision.requested vm3", "decision.timed_out vm1"),
+        running={"vm1": "not:h1", "vm2": "not:h1", "vm3": "not:h1"},
+        starts={"vm1": 1, "vm2": 1, "vm3": 1},
+        before=(("h1: host.fenced", "vm1: decision.requested"),)),
+    "custom-host-decision-waits-for-fence": Outcome(
+        has=("host.fenced h1", "decision.requested vm1", "decision.timed_out vm1"),
+        running={"vm1": "not:h1"}, starts={"vm1": 1},
+        log_has=("refused 'action vm1 evacuate h2'",),
+        before=(("h1: host.fenced", "vm1: decision.requested"),)),
+    "custom-decision-controller-restart": Outcome(
+        has=("decision.requested vm1", "decision.timed_out vm1", "instance.restarted vm1"),
+        running={"vm1": "h1"}, starts={"vm1": 1},
+        before=(("controller: inject restart", "vm1: decision.timed_out"),)),
+    "instance-actions": Outcome(
+        has=("instance.stopped vm1", "instance.started vm1", "instance.restarted vm1",
+             "instance.evacuated vm1"),
+        running={"vm1": "h2"},
+        log_has=("refused 'action vm1 evacuate'", "refused 'action vm1 rebuild'")),
 }
 
 # Scenarios whose expected (right) behaviour the engine does not show yet:

@@ -17,7 +17,9 @@ from vmha.api import problems
 from vmha.api.auth import TokenTable
 from vmha.api.context import AppContext, no_nul_characters
 from vmha.api.routes import (
+    actions,
     agents,
+    decisions,
     events,
     health,
     hosts,
@@ -56,6 +58,6 @@ def create_app(settings: Settings, store: Store, clock: Clock, ids: IdGen) -> Fa
     # stream before events: /v1/events/stream is not an event id
     modules = (health, segments, hosts, instances, policies, stream, events, agents,
                subscriptions)
-    for module in modules:
+    for module in (*modules, actions, decisions):
         app.include_router(module.router)
     return app

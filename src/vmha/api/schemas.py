@@ -488,3 +488,25 @@ class PageOut(BaseModel, Generic[T]):
 
 class Status(_Out):
     status: str
+
+
+# -- custom recovery: instance actions and decisions ---------------------------
+
+InstanceAction = Literal["restart", "reset", "stop", "start", "evacuate", "rebuild", "ignore"]
+
+
+class ActionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    action: InstanceAction
+    host: str | None = Field(None, description="evacuate only: the target host "
+                                              "(default: chosen like automatic recovery)")
+
+
+class DecisionAnswer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    action: InstanceAction
+
+
+class DecisionOut(BaseModel):
+    decision: JobOut
+    job: JobOut | None = None

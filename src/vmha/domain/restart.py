@@ -7,9 +7,10 @@ to restart, the new recorded state) comes out.
 
 Layers: an unexpected stop, a crash (pvpanic) and a watchdog are the guest
 layer (`policy.guest`); an application probe failure is the app layer
-(`policy.app`). Modes: `off` ignores; `notify` (and `custom`, until hooks
-exist) publishes the event and does nothing else; `auto` and `auto+notify`
-publish and restart. Restarts back off (base, 2x base, 4x base ... capped)
+(`policy.app`). Modes: `off` ignores; `notify` publishes the event and does
+nothing else; `custom` publishes it and asks the user (`Reaction.ask`, see
+vmha.domain.decisions); `auto` and `auto+notify` publish and restart.
+Restarts back off (base, 2x base, 4x base ... capped)
 and at most `max_restarts` happen per `window_s`; when the budget is spent
 vmha stops trying and publishes `instance.recovery_failed`.
 
@@ -50,6 +51,7 @@ class Reaction:
     restart_in: float | None = None  # restart after this many seconds
     restart_kind: str = "restart"  # "restart" (stop + start) or "reset" (app)
     cancel_restart: bool = False  # a pending restart is no longer needed
+    ask: str | None = None  # custom policy: ask the user about this layer
 
 
 def recent(history: Sequence[float], now: float, window_s: float) -> list[float]:
@@ -81,6 +83,8 @@ def instance_event(
             "app_failed": "application probe failed"}[kind]
     event = make_event(instance, etype, now, _with(what, detail), Severity.WARNING)
     state = None if kind == "app_failed" else InstanceState.CRASHED
+    if mode is LayerMode.CUSTOM:
+        return Reaction((event,), state, ask="app" if kind == "app_failed" else "guest")
     if not mode.recovers:
         return Reaction((event,), state)
     restart_kind = "reset" if kind == "app_failed" else "restart"
@@ -104,6 +108,8 @@ def _watchdog(
     }
     if action in applied:  # the hypervisor did it already
         return Reaction((event,), applied[action])
+    if pol.guest is LayerMode.CUSTOM:
+        return Reaction((event,), InstanceState.CRASHED, ask="guest")
     if action is WatchdogAction.RESTART and pol.guest.recovers:
         return _budgeted(
             instance, pol, history, now, backoff, (event,), InstanceState.CRASHED, "restart"

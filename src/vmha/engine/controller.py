@@ -17,10 +17,12 @@ import logging
 from collections.abc import Mapping
 from dataclasses import replace
 
-from vmha.domain import recovery
+from vmha.domain import decisions, recovery
 from vmha.domain.errors import Conflict, NotFound, VmhaError
-from vmha.domain.model import Host, HostState, Job
+from vmha.domain.model import Host, HostState, Instance, Job
 from vmha.engine import fencing
+from vmha.engine.actions import ActionRunner
+from vmha.engine.decisions import DecisionKeeper
 from vmha.engine.detection import HostMonitor
 from vmha.engine.instances import InstanceWatcher
 from vmha.engine.jobs import JobRunner
@@ -45,6 +47,11 @@ class Controller:
                                    self._host_failed)
         self.jobs = JobRunner(settings, self.cluster, clock, ids, fencers, cloud, self.monitor)
         self.instances = InstanceWatcher(settings, self.cluster, clock, cloud)
+        self.actions = ActionRunner(settings, self.cluster, clock, ids, cloud, self._moving)
+        self.decisions = DecisionKeeper(self.cluster, clock, ids, self.actions,
+                                        lambda iid: self.instances.history.setdefault(iid, []))
+        self.instances.on_ask = self._ask
+        self.jobs.on_fenced = self._ask_after_fence
         self._stopping = asyncio.Event()
         self._started = False
 
@@ -61,6 +68,8 @@ class Controller:
         self.monitor.restore()  # paused segments stay paused across a restart
         self.jobs.resume_all()
         self.instances.resume()
+        self.actions.resume()
+        self.decisions.resume()
         for host in list(self.cluster.hosts.values()):
             if host.state is HostState.FAILED and self.jobs.job_for(host.name) is None:
                 await self.jobs.host_failed(host, now)
@@ -111,6 +120,8 @@ class Controller:
             task.cancel()
         await self.jobs.stop()
         await self.instances.stop()
+        await self.actions.stop()
+        await self.decisions.stop()
 
     async def _host_failed(self, host: Host, now: float) -> None:
         await self.jobs.host_failed(host, now)
@@ -201,6 +212,45 @@ class Controller:
             self.monitor.detector(host).last_arrival = now  # fresh grace period
             self.monitor.healthy_since.pop(host, None)
         await self.cluster.flush()
+
+    # -- custom recovery: actions and decisions -----------------------------------
+
+    async def instance_action(self, instance_id: str, action: str, target: str | None,
+                              who: str) -> Job:
+        """Start `action` on an instance as a job (Conflict says why not)."""
+        job = self.actions.submit(instance_id, action, target, who)
+        self.decisions.superseded(job)
+        await self.cluster.flush()
+        return job
+
+    async def decide(self, token: str, action: str, who: str,
+                     project: str | None = None) -> tuple[Job, Job | None]:
+        """Answer a custom decision: (the decision job, the action job)."""
+        return await self.decisions.answer(token, action, who, project)
+
+    def _ask(self, instance: Instance, layer: str, reason: str) -> None:
+        host = self.cluster.hosts.get(instance.host or "")
+        policy = self.cluster.policy_of(instance, host)
+        self.decisions.request(decisions.Request(instance, layer, reason), policy)
+
+    def _ask_after_fence(self, job: Job, instance_ids: tuple[str, ...]) -> None:
+        host = self.cluster.hosts.get(job.subject)
+        for iid in instance_ids:
+            inst = self.cluster.get_instance(iid)
+            if inst is None or inst.host != job.subject:
+                continue
+            fenced_by = job.data["fence"]["confirmed_by"]
+            reason = f"host {job.subject} failed and was fenced ({fenced_by})"
+            self.decisions.request(decisions.Request(inst, "host", reason, job.subject, job.id),
+                                   self.cluster.policy_of(inst, host))
+
+    def _moving(self, instance: Instance) -> str:
+        """The host-recovery job moving `instance` right now, or ""."""
+        job = self.jobs.job_for(instance.host or "")
+        if job is None:
+            return ""
+        sub = recovery.subs_of(job).get(instance.id)
+        return job.id if sub is not None and sub["state"] not in recovery.DONE_STATES else ""
 
     # -- for the simulator and tests --------------------------------------------
 

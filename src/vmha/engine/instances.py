@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 
 from vmha.domain import restart
@@ -34,6 +35,8 @@ class InstanceWatcher:
         self.cloud = cloud
         self.history: dict[str, list[float]] = {}
         self.pending: dict[str, asyncio.Task[None]] = {}
+        # custom policy: (instance, layer, reason) -> offer a decision (Controller)
+        self.on_ask: Callable[[Instance, str, str], None] | None = None
 
     async def event(self, instance_id: str, kind: str, detail: str = "") -> None:
         if kind not in restart.INSTANCE_EVENT_KINDS:
@@ -54,7 +57,10 @@ class InstanceWatcher:
         busy = instance_id in self.pending
         if reaction.state is not None or reaction.events:
             state = reaction.state or inst.state
-            self.cluster.update_instance(replace(inst, state=state), list(reaction.events))
+            inst = self.cluster.update_instance(replace(inst, state=state),
+                                                list(reaction.events))
+        if reaction.ask is not None and self.on_ask is not None and reaction.events:
+            self.on_ask(inst, reaction.ask, str(reaction.events[0].payload["reason"]))
         if reaction.restart_in is not None and not busy:
             self.history[instance_id] = [*restart.recent(history, now, policy.window_s), now]
             self.pending[instance_id] = asyncio.ensure_future(

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TypeVar
 
-from vmha.domain import planner, recovery
+from vmha.domain import decisions, planner, recovery
 from vmha.domain.errors import Conflict, InvalidTransition, VmhaError
 from vmha.domain.guard import FenceBudget
 from vmha.domain.health import Verdict, confirm
@@ -35,6 +35,7 @@ from vmha.domain.model import (
     finish_step,
     start_step,
 )
+from vmha.domain.policy import LayerMode
 from vmha.domain.recovery import Decision, Intent, Result
 from vmha.domain.restart import make_event
 from vmha.engine.detection import HostMonitor
@@ -69,6 +70,9 @@ class JobRunner:
         # host -> (operator, levels): an operator's fence, not yet folded into its job
         self.requests: dict[str, tuple[str, Levels]] = {}
         self.fence_queue: dict[str, list[tuple[float, str]]] = {}  # segment -> waiting jobs
+        # Called once a job's fence is confirmed with its custom-policy
+        # instances (the Controller offers them decisions).
+        self.on_fenced: Callable[[Job, tuple[str, ...]], None] | None = None
 
     # -- starting -------------------------------------------------------------
 
@@ -111,6 +115,8 @@ class JobRunner:
             self.ids.new_id(), host, instances, protected, self.monitor.last_seen(host.name),
             now, host.state_reason, self.settings.default_fence_levels,
             requested_by=requested_by, levels=levels)
+        job = decisions.mark_custom(job, frozenset(
+            i.id for i in instances if self.cluster.policy_of(i, host).host is LayerMode.CUSTOM))
         reason = f"recovering {len(instances)} instances of failed host {host.name}"
         event = Event(type="job.started", subject=job.id, time=now, subject_kind=SubjectKind.JOB,
                       payload={"job": job.id, "kind": job.kind.value, "subject": host.name,
@@ -226,6 +232,9 @@ class JobRunner:
             self._move_host(job.subject, d.host_state, d.host_reason, now, d.host_event, job.id)
         for update in d.instances:
             self._update_instance(update, job, now)
+        asked = decisions.offered_after_fence(before, job)
+        if asked and self.on_fenced is not None:
+            self.on_fenced(job, asked)
         return job
 
     def _move_host(self, name: str, to: HostState, reason: str, now: float,

@@ -36,6 +36,7 @@ from vmha.sim.world import World
 
 TAIL_S = 300.0
 OPERATOR = "admin"  # who the operator commands are attributed to
+USER = "user"  # who answers decisions and asks for instance actions
 FENCER_METHODS = ("ipmi", "redfish", "fence_agent")
 
 
@@ -128,8 +129,12 @@ async def _simulate(scenario: Scenario, seed: int, until: float | None,
     store = FakeStore()
     _seed_store(store, scenario)
 
+    tokens: dict[str, str] = {}  # instance -> token of its latest decision
+
     def on_events(events: Sequence[Event]) -> None:
         for event in events:
+            if event.type == "decision.requested":
+                tokens[event.subject] = str(event.payload["token"])
             log.event(event)
             world.inv.observe_event(event)
 
@@ -137,6 +142,7 @@ async def _simulate(scenario: Scenario, seed: int, until: float | None,
                   {m: SimFencer(world, m) for m in FENCER_METHODS}, SimCloud(world),
                   SimProber(world))
     session = _Session(factory, ports, world, log)
+    session.tokens = tokens
     session.start()
     world.start()
     end = scenario.last_command_at + TAIL_S if until is None else until
@@ -177,6 +183,7 @@ class _Session:
         self._task: asyncio.Task[None] | None = None
         self._engine: EngineLike | None = None
         self._side: set[asyncio.Task[Any]] = set()
+        self.tokens: dict[str, str] = {}
 
     def start(self) -> None:
         self._engine = self._factory(self._ports)
@@ -211,6 +218,8 @@ class _Session:
             self._log.world("controller", "new controller started (in-memory state lost)")
         elif cmd.verb in ("maintenance", "operator"):
             self._spawn(self._operator(cmd))
+        elif cmd.verb in ("decide", "action"):
+            self._spawn(self._user(cmd))
         else:
             self._world.apply(cmd)
 
@@ -234,6 +243,25 @@ class _Session:
                 await engine.fence_host(cmd.target, OPERATOR, words[3] if len(words) > 3 else None)
             else:
                 await engine.resume_segment(cmd.target, OPERATOR)
+        except VmhaError as exc:  # refused by the controller: worth seeing, not a bug
+            self._log.world(cmd.target, f"controller refused {cmd.text!r}: {exc}")
+        except Exception as exc:
+            self.errors.append(f"{self._log.rel():.3f} {cmd.text}: {exc!r}")
+
+
+    async def _user(self, cmd: Command) -> None:
+        """A user's answer to a decision, or an instance action."""
+        engine: Any = self._engine
+        if engine is None:
+            return
+        words = cmd.action.split()
+        try:
+            if cmd.verb == "decide":
+                token = self.tokens.get(cmd.target, f"no-decision.{cmd.target}")
+                await engine.decide(token, words[0], USER)
+            else:
+                target = words[1] if len(words) > 1 else None
+                await engine.instance_action(cmd.target, words[0], target, USER)
         except VmhaError as exc:  # refused by the controller: worth seeing, not a bug
             self._log.world(cmd.target, f"controller refused {cmd.text!r}: {exc}")
         except Exception as exc:

@@ -38,6 +38,7 @@ from typing import Any
 
 import yaml
 
+from vmha.domain.decisions import ACTIONS
 from vmha.domain.model import (
     FENCE_METHODS,
     Capacity,
@@ -64,6 +65,8 @@ COMMAND_USAGE: dict[str, str] = {
     "vm": "vm VM crash",
     "maintenance": "maintenance H on|off",
     "controller": "controller restart",
+    "decide": "decide VM ACTION",
+    "action": "action VM ACTION [H]",
     "operator": "operator fence-ack H [force]|fence H [METHOD]|resume S",
 }
 ALLOWED_COMMANDS = ", ".join(COMMAND_USAGE.values())
@@ -336,6 +339,8 @@ def _command(where: str, index: int, at: float, text: str, names: _Names) -> Com
         return Command(index, at, text, verb, "", "restart")
     if verb == "operator":
         return _operator(words, index, at, text, names, bad)
+    if verb in ("decide", "action"):
+        return _user(verb, words, index, at, text, names, bad)
     if len(words) < 2:
         raise bad("missing the target")
     target = words[1]
@@ -368,6 +373,19 @@ def _operator(words: list[str], index: int, at: float, text: str, names: _Names,
     if action == "resume" and target not in names.segments:
         raise bad(f"{target!r} is not a segment of this scenario")
     return Command(index, at, text, "operator", target, action)
+
+
+def _user(verb: str, words: list[str], index: int, at: float, text: str, names: _Names,
+          bad: Any) -> Command:
+    """`decide VM ACTION` (answer its pending decision), `action VM ACTION [H]`."""
+    most = 4 if verb == "action" else 3
+    if not 3 <= len(words) <= most or words[1] not in names.instances:
+        raise bad("needs an instance of this scenario and an action")
+    if words[2] not in ACTIONS:
+        raise bad(f"action must be one of {', '.join(ACTIONS)}")
+    if len(words) == 4 and words[3] not in names.hosts:
+        raise bad(f"{words[3]!r} is not a host of this scenario")
+    return Command(index, at, text, verb, words[1], " ".join(words[2:]))
 
 
 def _command_numbers(verb: str, action: str, args: list[str], bad: Any) -> tuple[float, ...]:

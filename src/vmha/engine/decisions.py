@@ -1,0 +1,217 @@
+"""Custom decisions at run time: ask, wait for the answer or the deadline, act.
+
+Called by the Controller: `request` when a layer with a `custom` policy
+fails (guest and app layers from the InstanceWatcher; the host layer from
+the JobRunner, only once the host's fence is confirmed), `answer` for
+`POST /v1/decisions/{token}`, `resume` at start-up. Each pending decision
+is a `decision` job in the store (deadline included), so a restarted
+controller keeps waiting for the same deadline and then applies the
+fallback. One timer task per pending decision sleeps on the Clock.
+
+Whoever settles first wins: the store's generation check makes a late
+answer and the timeout exclusive (Conflict for the loser, which then
+reports what was done). The rules are vmha.domain.decisions; the action
+itself is an `action` job of vmha.engine.actions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from vmha.domain import decisions, restart
+from vmha.domain.decisions import Request, Resolution
+from vmha.domain.errors import Conflict, NotFound, VmhaError
+from vmha.domain.model import Job, JobKind, JobState, Severity
+from vmha.domain.policy import HAPolicy
+from vmha.engine.actions import ActionRunner
+from vmha.engine.state import Cluster, list_all
+from vmha.ports import Clock, IdGen
+
+log = logging.getLogger("vmha.engine.decisions")
+
+# Restart history of an instance (the InstanceWatcher's), for the budget
+# that an `auto` fallback of the guest and app layers respects.
+History = Callable[[str], list[float]]
+
+
+class DecisionKeeper:
+    def __init__(self, cluster: Cluster, clock: Clock, ids: IdGen, actions: ActionRunner,
+                 history: History) -> None:
+        self.cluster = cluster
+        self.clock = clock
+        self.ids = ids
+        self.actions = actions
+        self.history = history
+        # Token secrets come from the IdGen: uuid4 (122 random bits) in
+        # production, deterministic in the simulator so its logs repeat.
+        self.secret = ids.new_id
+        self.timers: dict[str, asyncio.Task[None]] = {}
+
+    # -- asking -----------------------------------------------------------------
+
+    def pending_for(self, instance_id: str) -> Job | None:
+        for job in self._pending():
+            if job.subject == instance_id:
+                return job
+        return None
+
+    def request(self, req: Request, policy: HAPolicy) -> Job | None:
+        """Publish `decision.requested` (once per instance at a time)."""
+        if self.pending_for(req.instance.id) is not None:
+            log.info("instance %s already has a pending decision", req.instance.id)
+            return None
+        allowed = decisions.ALLOWED[req.layer]
+        if req.layer == "host" and self.actions.can_rebuild:
+            allowed = (*allowed, "rebuild")
+        job, event = decisions.new_decision(self.ids.new_id(), self.secret(), req, policy,
+                                            self.clock.now(), allowed)
+        self.cluster.store.create_job(job, [event])
+        self.cluster.note_sent([event])
+        self._arm(job)
+        return job
+
+    def resume(self) -> None:
+        """After a restart: wait again for every pending decision's deadline."""
+        for job in self._pending():
+            self._arm(job)
+
+    def _pending(self) -> list[Job]:
+        jobs = list_all(self.cluster.store.list_jobs,
+                        {"kind": JobKind.DECISION.value, "state": JobState.PENDING.value})
+        return [j for j in jobs if j.state is JobState.PENDING]
+
+    def _arm(self, job: Job) -> None:
+        if job.id not in self.timers or self.timers[job.id].done():
+            self.timers[job.id] = asyncio.ensure_future(self._timer(job.id,
+                                                                    job.data["deadline"]))
+
+    async def _timer(self, job_id: str, deadline: float) -> None:
+        try:
+            await self.clock.sleep(max(0.0, float(deadline) - self.clock.now()))
+            self._expire(job_id)
+            await self.cluster.flush()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("decision %s: applying the fallback failed", job_id)
+        finally:
+            if self.timers.get(job_id) is asyncio.current_task():
+                del self.timers[job_id]
+
+    def _expire(self, job_id: str) -> Job:
+        job = self.cluster.store.get_job(job_id)
+        resolution = decisions.expire(job, self.clock.now())
+        if resolution is None:
+            return job
+        try:
+            return self._settle(job, resolution, fallback=True)
+        except Conflict:  # answered meanwhile (another process)
+            return self.cluster.store.get_job(job_id)
+
+    # -- answering ----------------------------------------------------------------
+
+    async def answer(self, token: str, action: str, who: str,
+                     project: str | None = None) -> tuple[Job, Job | None]:
+        """Settle the decision of `token` with `action`. NotFound for an
+        unknown token (or another project's), Conflict when it is settled
+        already (timed out: says what was done instead) or the action is
+        refused now, ValidationError when the action is not allowed."""
+        job_id, secret = decisions.split_token(token)
+        try:
+            job = self.cluster.store.get_job(job_id)
+        except NotFound:
+            raise NotFound("decision", job_id) from None
+        decisions.check_token(job, secret)
+        if project is not None and job.data.get("project") != project:
+            raise NotFound("decision", job_id)
+        job = self._expire(job_id)  # a late answer: the fallback goes first
+        if job.state is JobState.PENDING and action in job.data["allowed"]:
+            self._check_action(job, action)
+        resolution = decisions.answer(job, action, who, self.clock.now())
+        try:
+            settled = self._settle(job, resolution, fallback=False)
+        except Conflict:
+            raise Conflict(decisions.settled_message(
+                self.cluster.store.get_job(job_id))) from None
+        await self.cluster.flush()
+        action_id = settled.data.get("action_job")
+        return settled, (self.cluster.store.get_job(action_id) if action_id else None)
+
+    def superseded(self, action_job: Job) -> None:
+        """A direct action settles the instance's pending decision."""
+        job = self.pending_for(action_job.subject)
+        if job is None:
+            return
+        res = decisions.supersede(job, str(action_job.data["action"]), action_job.id,
+                                  str(action_job.data["by"]), self.clock.now())
+        try:
+            self._settle(job, res, fallback=False)
+        except Conflict:
+            log.info("decision %s was settled meanwhile", job.id)
+
+    def _check_action(self, job: Job, action: str) -> None:
+        inst = self.cluster.get_instance(job.subject)
+        if inst is None:
+            raise NotFound("instance", job.subject)
+        self.cluster.refresh()
+        why = self.actions.refusal(inst, action, None)
+        if why:
+            raise Conflict(f"{action} of instance {inst.id} refused: {why}; the decision "
+                           "stays open: answer with another action")
+
+    def _settle(self, job: Job, res: Resolution, fallback: bool) -> Job:
+        """Store the settled decision (Conflict if someone was first), then
+        start its action and remember the action job on the decision."""
+        saved = self.cluster.store.save_job(res.job, job.generation, list(res.events))
+        self.cluster.note_sent(list(res.events))
+        timer = self.timers.pop(job.id, None)
+        if timer is not None and timer is not asyncio.current_task():
+            timer.cancel()
+        if res.action is None:
+            return saved
+        if fallback and not self._budget_allows(saved):
+            return saved
+        try:
+            action_job = self.actions.submit(job.subject, res.action, None,
+                                             str(saved.data["by"]), decision=job.id)
+        except VmhaError as exc:
+            self._report_failed(saved, f"{res.action} could not start: {exc.detail}")
+            return saved
+        linked = decisions.with_action_job(saved, action_job.id)
+        return self.cluster.store.save_job(linked, saved.generation)
+
+    def _budget_allows(self, job: Job) -> bool:
+        """An `auto` fallback restart counts against the restart budget."""
+        if job.data["layer"] == "host":
+            return True
+        inst = self.cluster.get_instance(job.subject)
+        if inst is None:
+            return False
+        policy = self.cluster.policy_of(inst, self.cluster.hosts.get(inst.host or ""))
+        now = self.clock.now()
+        history = self.history(inst.id)
+        used = restart.recent(history, now, policy.window_s)
+        if len(used) >= policy.max_restarts:
+            self._report_failed(job, f"restart budget spent: {len(used)} restarts in "
+                                     f"{policy.window_s:g} s (max {policy.max_restarts}); "
+                                     "the fallback does nothing")
+            return False
+        history[:] = [*used, now]
+        return True
+
+    def _report_failed(self, job: Job, reason: str) -> None:
+        inst = self.cluster.get_instance(job.subject)
+        if inst is None:
+            return
+        event = restart.make_event(inst, "instance.recovery_failed", self.clock.now(),
+                                   reason, Severity.ERROR, decision=job.id)
+        self.cluster.update_instance(inst, [event])
+
+    async def stop(self) -> None:
+        tasks = list(self.timers.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.timers.clear()
