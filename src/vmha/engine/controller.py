@@ -26,11 +26,15 @@ from vmha.engine.decisions import DecisionKeeper
 from vmha.engine.detection import HostMonitor
 from vmha.engine.instances import InstanceWatcher
 from vmha.engine.jobs import JobRunner
+from vmha.engine.launch import Launcher
 from vmha.engine.settings import ControllerSettings
 from vmha.engine.state import Cluster
 from vmha.ports import Bus, Clock, Cloud, Fencer, IdGen, PeerProber, Store
 
 log = logging.getLogger("vmha.engine")
+# Hypervisor events the guest layer reacts to; paused, resumed, rebooted and
+# guest-agent (dis)connections are only informative.
+DOMAIN_EVENT_KINDS = frozenset({"started", "stopped", "crashed", "watchdog"})
 
 
 class Controller:
@@ -47,6 +51,7 @@ class Controller:
                                    self._host_failed)
         self.jobs = JobRunner(settings, self.cluster, clock, ids, fencers, cloud, self.monitor)
         self.instances = InstanceWatcher(settings, self.cluster, clock, cloud)
+        self.launcher = Launcher(settings, self.cluster, clock, cloud)
         self.actions = ActionRunner(settings, self.cluster, clock, ids, cloud, self._moving)
         self.decisions = DecisionKeeper(self.cluster, clock, ids, self.actions,
                                         lambda iid: self.instances.history.setdefault(iid, []))
@@ -68,6 +73,7 @@ class Controller:
         self.monitor.restore()  # paused segments stay paused across a restart
         self.jobs.resume_all()
         self.instances.resume()
+        self.launcher.resume()
         self.actions.resume()
         self.decisions.resume()
         for host in list(self.cluster.hosts.values()):
@@ -120,6 +126,7 @@ class Controller:
             task.cancel()
         await self.jobs.stop()
         await self.instances.stop()
+        await self.launcher.stop()
         await self.actions.stop()
         await self.decisions.stop()
 
@@ -135,6 +142,28 @@ class Controller:
     async def instance_event(self, instance_id: str, kind: str, detail: str = "") -> None:
         """From an agent: started, stopped, crashed, watchdog, app_failed, app_ok."""
         await self.instances.event(instance_id, kind, detail)
+
+    def launch(self, instance_id: str) -> None:
+        """Define and start a new instance that has a spec (libvirt mode)."""
+        self.launcher.launch(instance_id)
+
+    async def domain_event(self, host: str, instance_id: str, kind: str, detail: str = "",
+                           requested: bool = False) -> bool:
+        """A domain event from `host`'s hypervisor (libvirt mode). Events of
+        instances recorded on another host are ignored (a late report from a
+        host the instance has left); stops, resets and reboots that vmha or
+        a user asked for are not failures. True if it was acted on."""
+        inst = self.cluster.get_instance(instance_id)
+        if inst is None or inst.host != host:
+            where = "unknown" if inst is None else f"recorded on {inst.host}"
+            log.info("domain event %s of instance %s from %s ignored: %s", kind, instance_id,
+                     host, where)
+            return False
+        if requested or kind not in DOMAIN_EVENT_KINDS:
+            log.debug("domain event %s of %s on %s: nothing to do", kind, inst.name, host)
+            return False
+        await self.instances.event(instance_id, kind, detail)
+        return True
 
     async def fence_ack(self, host: str, who: str, force: bool = False) -> None:
         """An operator confirms `host` is powered off (manual fence). Refused

@@ -15,6 +15,7 @@ that host: give agent tokens only to hypervisors.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from dataclasses import replace
 
@@ -22,10 +23,17 @@ from fastapi import APIRouter, Depends, Response
 from pydantic import Field
 
 from vmha.api.auth import Permission, Principal, authorize
-from vmha.api.context import AppContext, context, field_prefix, references
+from vmha.api.context import (
+    AgentInbox,
+    AppContext,
+    DomainReport,
+    context,
+    field_prefix,
+    references,
+)
 from vmha.api.schemas import CapacityModel, _In, _Out
 from vmha.domain.agents import AgentRecord
-from vmha.domain.errors import NotFound
+from vmha.domain.errors import NotFound, TemporaryError
 from vmha.domain.model import Host
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
@@ -88,3 +96,72 @@ def _ensure_host(ctx: AppContext, body: AgentRegistration) -> bool:
     if (current.address, current.capacity) != (body.address, capacity):
         ctx.store.update_host(replace(current, address=body.address, capacity=capacity))
     return False
+
+
+# -- what agents report about their domains -------------------------------------
+
+REPORT = Depends(authorize(Permission.AGENTS_REPORT))
+EVENTS_MAX = 1000
+DOMAINS_MAX = 10000
+
+
+class DomainEventIn(_In):
+    instance: str = Field(max_length=64, description="the domain's libvirt UUID")
+    name: str = Field(default="", max_length=255)
+    kind: str = Field(max_length=32, description="started, stopped, crashed, watchdog, ...")
+    detail: str = Field(default="", max_length=1024)
+    requested: bool = Field(default=False, description="asked through the agent's API")
+    time: float = 0.0
+
+
+class DomainEventsIn(_In):
+    boot_id: str = Field(default="", max_length=64)
+    events: list[DomainEventIn] = Field(max_length=EVENTS_MAX)
+
+
+class DomainEventsAccepted(_Out):
+    accepted: int = Field(description="events received")
+    known: int = Field(description="events about instances vmha knows")
+
+
+class DomainIn(_In):
+    uuid: str = Field(max_length=64)
+    name: str = Field(default="", max_length=255)
+    state: str = Field(max_length=32)
+    reason: str = Field(default="", max_length=255)
+
+
+class InventoryIn(_In):
+    boot_id: str = Field(default="", max_length=64)
+    time: float = 0.0
+    domains: list[DomainIn] = Field(max_length=DOMAINS_MAX)
+
+
+def _inbox(ctx: AppContext) -> AgentInbox:
+    if ctx.inbox is None:
+        raise TemporaryError("the controller's engine is not running in this process", 5.0)
+    return ctx.inbox
+
+
+@router.post("/{host}/events", status_code=202, response_model=DomainEventsAccepted)
+async def domain_events(
+    host: str, body: DomainEventsIn, ctx: AppContext = Depends(context), _: Principal = REPORT,
+) -> DomainEventsAccepted:
+    """Domain events of `host`'s hypervisor, in the order they happened."""
+    inbox = _inbox(ctx)
+    await asyncio.to_thread(ctx.store.get_host, host)  # 404 for an unknown host
+    reports = [DomainReport(e.instance, e.name, e.kind, e.detail, e.requested, e.time)
+               for e in body.events]
+    known = await inbox.domain_events(host, reports)
+    return DomainEventsAccepted(accepted=len(reports), known=known)
+
+
+@router.put("/{host}/inventory", status_code=200, response_model=DomainEventsAccepted)
+async def domain_inventory(
+    host: str, body: InventoryIn, ctx: AppContext = Depends(context), _: Principal = REPORT,
+) -> DomainEventsAccepted:
+    """Every domain `host`'s hypervisor has, with its state."""
+    inbox = _inbox(ctx)
+    await asyncio.to_thread(ctx.store.get_host, host)
+    await inbox.domain_inventory(host, [d.model_dump() for d in body.domains])
+    return DomainEventsAccepted(accepted=len(body.domains), known=len(body.domains))

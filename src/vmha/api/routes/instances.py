@@ -8,10 +8,12 @@ missing one (its existence is not revealed).
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Response
+from dataclasses import replace
+
+from fastapi import APIRouter, BackgroundTasks, Depends, Query, Response
 
 from vmha.api.auth import Permission, Principal, authorize
-from vmha.api.context import AppContext, context, field_prefix, references
+from vmha.api.context import AppContext, InstanceLauncher, context, field_prefix, references
 from vmha.api.routes.common import Paging, list_errors, location, page_of, paging
 from vmha.api.schemas import (
     EffectivePolicyOut,
@@ -85,17 +87,29 @@ def list_instances(
 
 @router.post("", status_code=201, response_model=InstanceOut)
 def create_instance(
-    body: InstanceCreate, response: Response, ctx: AppContext = Depends(context),
-    who: Principal = WRITE,
+    body: InstanceCreate, response: Response, background: BackgroundTasks,
+    ctx: AppContext = Depends(context), who: Principal = WRITE,
 ) -> InstanceOut:
+    """Record an instance. With a `spec` and a cloud adapter that defines
+    instances (libvirt), it is recorded as `building` and then defined and
+    started on its host (or on the least loaded schedulable host)."""
     project = _own_project(who, body.project) or ""
     with field_prefix("body"):
         instance = body.to_domain(body.id or ctx.ids.new_id(), project)
+    launcher = ctx.launcher if instance.spec is not None else None
+    if launcher is not None:
+        instance = replace(instance, state=InstanceState.BUILDING)
     _check_refs(ctx.store, instance)
     with references(policy_name="policy"):
         created = ctx.store.create_instance(instance)
+    if launcher is not None:
+        background.add_task(_launch, launcher, created.id)
     response.headers["Location"] = location("instances", created.id)
     return InstanceOut.of(created)
+
+
+async def _launch(launcher: InstanceLauncher, instance_id: str) -> None:
+    launcher.launch(instance_id)  # on the event loop: the engine's tasks live there
 
 
 @router.get("/{instance_id}", response_model=InstanceOut)
