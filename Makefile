@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed
 .PHONY: test demo venv lint typecheck layers unit clean
 
 $(STAMP): pyproject.toml
+	scripts/ensure-vm-deps.sh
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
