@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import typer
 
-from vmha.cli import agent, demo, feed, lab, resources, server, sim, subscriptions
+from vmha.cli import actions, agent, demo, feed, lab, resources, server, sim, subscriptions
 
 app = typer.Typer(
     name="vmha",
@@ -30,6 +30,8 @@ app.add_typer(resources.policy_app, name="policy")
 app.add_typer(feed.event_app, name="event")
 app.add_typer(feed.job_app, name="job")
 app.add_typer(subscriptions.subscription_app, name="subscription")
+resources.instance_app.command("action")(actions.instance_action)
+app.command("decide")(actions.decide)
 
 app.command("demo")(demo.demo)
 app.add_typer(sim.app, name="sim", help="Run HA scenarios in the deterministic simulator.")
