@@ -1,7 +1,8 @@
 """`vmha lab ...`: a real cluster on this machine, and real faults.
 
 Thin typer front of `vmha.lab` (see docs/lab.md): up, status, fail, heal,
-power-on, restart-agent, probe, down. Every command finds the lab through
+power-on, restart-agent, probe, down; `image build` (the guest image).
+Every command finds the lab through
 `--dir` (default: the user's state dir). Errors print one line and exit
 non-zero (2 when the machine lacks root or tools). Also runnable as
 `python -m vmha.cli.lab`.
@@ -19,6 +20,7 @@ import typer
 
 from vmha.errors import ConfigError, VmhaError
 from vmha.lab import faults
+from vmha.lab import image as guest_image
 from vmha.lab import lab as lab_ops
 from vmha.lab.state import default_lab_dir
 
@@ -141,6 +143,32 @@ def probe(
 def down(directory: Dir = None) -> None:
     """Remove every namespace, link, rule and process of the lab. Idempotent."""
     typer.echo(json.dumps(faults.down(_dir(directory))))
+
+
+image_app = typer.Typer(help="The lab's tiny guest image (kernel + busybox initramfs).",
+                        no_args_is_help=True)
+app.add_typer(image_app, name="image")
+
+
+@image_app.command("build")
+@_errors
+def image_build(
+    directory: Annotated[Path | None, typer.Option(
+        "--dir", help="Image directory (default: /var/lib/vmha/guest-image).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even if cached.")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Build (or reuse) the guest image: vmlinux/vmlinuz, initrd.img, image.json."""
+    out = (directory or guest_image.default_image_dir()).resolve()
+    img, built = guest_image.ensure_image(out, force)
+    info = {**guest_image.image_info(out), "built": built}
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    verb = "built" if built else "up to date (cached)"
+    typer.echo(f"guest image {verb} in {out}: kernel {img.kernel.name}, initrd.img "
+               f"{info['initrd_bytes'] / 2**20:.1f} MiB, key {img.key}, "
+               f"qemu-ga {'included' if info['qemu_ga'] else 'not installed, left out'}")
 
 
 if __name__ == "__main__":
