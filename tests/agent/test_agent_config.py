@@ -111,3 +111,21 @@ def test_module_entry_point_exits_2(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert "capacity.vcpus" in done.stderr
+
+
+def test_hypervisor_section_defaults_to_none_and_takes_libvirt_uris(tmp_path: Path) -> None:
+    cfg = load_agent_config(write(tmp_path, GOOD))
+    assert cfg.hypervisor.uri == "" and cfg.hypervisor.inventory_interval_s == 30
+    text = GOOD + '[hypervisor]\nuri = "qemu:///embed?root=/var/lib/vmha/libvirt"\n' \
+        "inventory_interval_s = 5\n"
+    cfg = load_agent_config(write(tmp_path, text))
+    assert cfg.hypervisor.uri.startswith("qemu:///embed")
+    assert cfg.hypervisor.inventory_interval_s == 5
+
+
+@pytest.mark.parametrize("uri", ["xen:///system", "/var/run/libvirt.sock",
+                                 "qemu:///embed?root=relative"])
+def test_a_bad_hypervisor_uri_is_a_config_error_naming_it(tmp_path: Path, uri: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_agent_config(write(tmp_path, GOOD + f'[hypervisor]\nuri = "{uri}"\n'))
+    assert "hypervisor.uri" in err.value.detail and uri in err.value.detail

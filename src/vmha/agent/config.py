@@ -120,6 +120,27 @@ class WatchdogConfig(_Section):
         return self
 
 
+URI_SCHEMES = ("qemu", "qemu+unix", "qemu+ssh", "qemu+tcp", "qemu+tls", "test")
+
+
+class HypervisorConfig(_Section):
+    uri: str = ""  # empty: no hypervisor (heartbeats and probes only)
+    inventory_interval_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, value: str) -> str:
+        if not value:
+            return value
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme not in URI_SCHEMES:
+            raise ValueError(f"{value!r} is not a libvirt URI this agent drives; use "
+                             "qemu:///system, qemu:///embed?root=DIR or qemu+ssh://HOST/system")
+        if rest.startswith("/embed") and "root=/" not in rest:
+            raise ValueError(f"{value!r}: the embedded driver needs root=ABSOLUTE_DIR")
+        return value
+
+
 class CapacityConfig(_Section):
     vcpus: int = Field(default=0, ge=0)
     ram_mb: int = Field(default=0, ge=0)
@@ -144,6 +165,7 @@ class AgentConfig(_Secret):
     isolation: IsolationConfig = Field(default_factory=IsolationConfig)
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
     capacity: CapacityConfig = Field(default_factory=CapacityConfig)
+    hypervisor: HypervisorConfig = Field(default_factory=HypervisorConfig)
 
     @field_validator("peers")
     @classmethod

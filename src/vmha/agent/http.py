@@ -4,10 +4,17 @@ connection), for the controller's confirmation step.
     GET  /v1/health                      -> the agent's view of itself
     POST /v1/probe {"targets": ["host2"], "timeout_s": 1.0}
                                          -> {"host2": true}
+    GET  /v1/domains                     -> {"domains": [DomainView...]}
+    GET  /v1/domains/{uuid}              -> DomainView ("absent" when unknown)
+    PUT  /v1/domains/{uuid} {"xml": "<domain>...", "start": false}
+                                         -> DomainView after define (+ start)
+    POST /v1/domains/{uuid}/actions {"action": "reset"}
+                                         -> DomainView after the action
 
 Every request needs `Authorization: Bearer <api.token>`. Errors are
-problem+json with a `detail` that names the field. Bodies above 64 KiB
-are refused. Called by `vmha.agent.main`; it only reads the Agent.
+problem+json with a `detail` that names the field. Bodies above 256 KiB
+are refused. Called by `vmha.agent.main`; it reads the Agent and drives
+the hypervisor (when one is configured).
 """
 
 from __future__ import annotations
@@ -16,16 +23,24 @@ import asyncio
 import hmac
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from vmha.agent.domains import ACTIONS, canonical_uuid, parse_domain_xml
 from vmha.agent.runtime import Agent
+from vmha.errors import VmhaError
+
+if TYPE_CHECKING:  # libvirt-python is optional: only with [hypervisor] uri
+    from vmha.agent.hypervisor import LibvirtHypervisor
 
 log = logging.getLogger(__name__)
 
-BODY_MAX = 65536
+BODY_MAX = 256 * 1024  # domain XML
 READ_TIMEOUT_S = 5.0
+DOMAIN_TIMEOUT_S = 120.0  # a destroy waits for QEMU to die; a first start probes QEMU
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-            405: "Method Not Allowed", 413: "Payload Too Large", 422: "Unprocessable Entity"}
+            405: "Method Not Allowed", 409: "Conflict", 413: "Payload Too Large",
+            422: "Unprocessable Entity", 500: "Internal Server Error",
+            503: "Service Unavailable"}
 
 
 class HttpError(Exception):
@@ -36,8 +51,10 @@ class HttpError(Exception):
 
 
 class AgentApi:
-    def __init__(self, agent: Agent, token: str) -> None:
+    def __init__(self, agent: Agent, token: str,
+                 hypervisor: LibvirtHypervisor | None = None) -> None:
         self._agent = agent
+        self._hv = hypervisor
         self._auth = f"Bearer {token}".encode()
         self._server: asyncio.Server | None = None
 
@@ -51,9 +68,12 @@ class AgentApi:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            status, payload = await asyncio.wait_for(self._serve(reader), READ_TIMEOUT_S * 3)
+            status, payload = await self._serve(reader)
         except HttpError as err:
             status, payload = err.status, {"title": _REASONS[err.status], "detail": err.detail}
+        except VmhaError as err:
+            status = err.status if err.status in _REASONS else 500
+            payload = {"title": err.title, "detail": err.detail}
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, ValueError):
             writer.close()
             return
@@ -70,6 +90,27 @@ class AgentApi:
             writer.close()
 
     async def _serve(self, reader: asyncio.StreamReader) -> tuple[int, Any]:
+        method, path, body = await asyncio.wait_for(self._read_request(reader),
+                                                    READ_TIMEOUT_S * 3)
+        if path == "/v1/health":
+            if method != "GET":
+                raise HttpError(405, f"{method} is not allowed on {path}; use GET")
+            return 200, {**self._agent.health(), "hypervisor": await self._hv_health()}
+        if path == "/v1/domains" or path.startswith("/v1/domains/"):
+            try:
+                return await asyncio.wait_for(self._domains(method, path, body),
+                                              DOMAIN_TIMEOUT_S)
+            except TimeoutError:
+                raise HttpError(503, f"libvirt did not finish {method} {path} within "
+                                     f"{DOMAIN_TIMEOUT_S:.0f} s; check the domain's state "
+                                     "and retry") from None
+        if path == "/v1/probe":
+            if method != "POST":
+                raise HttpError(405, f"{method} is not allowed on {path}; use POST")
+            return 200, await self._probe(body)
+        raise HttpError(404, f"no such path {path!r}; try /v1/health, /v1/probe or /v1/domains")
+
+    async def _read_request(self, reader: asyncio.StreamReader) -> tuple[str, str, bytes]:
         method, path, headers = await self._read_head(reader)
         length = int(headers.get("content-length", "0") or 0)
         if length > BODY_MAX:
@@ -77,15 +118,7 @@ class AgentApi:
         body = await reader.readexactly(length) if length else b""
         if not hmac.compare_digest(headers.get("authorization", "").encode(), self._auth):
             raise HttpError(401, "missing or wrong bearer token")
-        if path == "/v1/health":
-            if method != "GET":
-                raise HttpError(405, f"{method} is not allowed on {path}; use GET")
-            return 200, self._agent.health()
-        if path == "/v1/probe":
-            if method != "POST":
-                raise HttpError(405, f"{method} is not allowed on {path}; use POST")
-            return 200, await self._probe(body)
-        raise HttpError(404, f"no such path {path!r}; try /v1/health or /v1/probe")
+        return method, path, body
 
     @staticmethod
     async def _read_head(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str]]:
@@ -121,3 +154,66 @@ class AgentApi:
             raise HttpError(422, f"targets: {unknown} are not peers of {self._agent.ident.host}")
         results = await asyncio.gather(*(self._agent.probe(t, timeout_s) for t in targets))
         return dict(zip(targets, results, strict=True))
+
+    # -- domains (libvirt) ----------------------------------------------------
+    async def _hv_health(self) -> dict[str, Any] | None:
+        if self._hv is None:
+            return None
+        count: int | None = None
+        if self._hv.connected:
+            try:
+                count = len(await asyncio.wait_for(self._hv.inventory(), READ_TIMEOUT_S))
+            except (VmhaError, TimeoutError):
+                count = None
+        return {"uri": self._hv.uri, "connected": self._hv.connected, "domains": count}
+
+    def _need_hv(self) -> LibvirtHypervisor:
+        if self._hv is None:
+            raise HttpError(404, f"no hypervisor configured on {self._agent.ident.host}: "
+                                 "set [hypervisor] uri in the agent configuration")
+        return self._hv
+
+    async def _domains(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
+        hv = self._need_hv()
+        parts = path.split("/")[3:]  # "", "v1", "domains", ...
+        if not parts:
+            if method != "GET":
+                raise HttpError(405, f"{method} is not allowed on {path}; use GET")
+            return 200, {"domains": [v.to_json() for v in await hv.inventory()]}
+        uuid = canonical_uuid(parts[0])
+        if len(parts) == 1 and method == "GET":
+            return 200, (await hv.state(uuid)).to_json()
+        if len(parts) == 1 and method == "PUT":
+            return 200, await self._define(hv, uuid, _json_object(body))
+        if parts[1:] == ["actions"] and method == "POST":
+            action = _json_object(body).get("action")
+            if action not in ACTIONS:
+                raise HttpError(422, f"action: must be one of {', '.join(ACTIONS)}")
+            return 200, (await hv.act(uuid, action)).to_json()
+        if len(parts) == 1 or parts[1:] == ["actions"]:
+            raise HttpError(405, f"{method} is not allowed on {path}")
+        raise HttpError(404, f"no such path {path!r}; try /v1/domains/{{uuid}}/actions")
+
+    @staticmethod
+    async def _define(hv: LibvirtHypervisor, uuid: str, data: dict[str, Any]) -> Any:
+        xml, start = data.get("xml"), data.get("start", False)
+        if not isinstance(xml, str) or not xml.strip():
+            raise HttpError(422, "xml: must be the domain XML as a string")
+        if not isinstance(start, bool):
+            raise HttpError(422, "start: must be true or false")
+        if parse_domain_xml(xml) != uuid:
+            raise HttpError(422, f"xml: its <uuid> differs from {uuid} in the path")
+        view = await hv.define(xml)
+        if start:
+            view = await hv.start(uuid)
+        return view.to_json()
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError as exc:
+        raise HttpError(400, f"body is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise HttpError(422, "body must be a JSON object")
+    return data

@@ -4,9 +4,11 @@
 lab starts agents this way: no typer, a small process) and by
 `vmha.cli.agent`. It loads the config (ConfigError -> exit 2), picks the
 secret (config, else the state file, else registration with the
-controller), starts a new boot id, opens the UDP socket and the HTTP API,
-then ticks until SIGTERM/SIGINT. An agent restart re-attaches: it only
-needs its state directory.
+controller), starts a new boot id, opens the UDP socket, the hypervisor
+(when `[hypervisor] uri` is set: domain API, events and inventory to the
+controller, isolation `stop-vms` destroys the local domains) and the HTTP
+API, then ticks until SIGTERM/SIGINT. An agent restart re-attaches: it only
+needs its state directory (and its libvirt re-attaches to running QEMUs).
 """
 
 from __future__ import annotations
@@ -18,17 +20,23 @@ import logging
 import signal
 import sys
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from vmha import __version__
 from vmha.adapters.system import SystemClock, UuidGen
 from vmha.agent.config import AgentConfig, load_agent_config
+from vmha.agent.domains import DomainEvent
 from vmha.agent.http import AgentApi
 from vmha.agent.register import register
-from vmha.agent.runtime import Agent, Identity, run_schedule
+from vmha.agent.report import EventReporter
+from vmha.agent.runtime import Agent, Identity, StopVms, no_local_domains, run_schedule
 from vmha.agent.state import AgentState, load_state, save_state
 from vmha.agent.watchdog import DevWatchdog, LabWatchdog, NullWatchdog, Watchdog
 from vmha.errors import ConfigError, TemporaryError, Unauthenticated
 from vmha.ports import Clock, IdGen
+
+if TYPE_CHECKING:
+    from vmha.agent.hypervisor import LibvirtHypervisor
 
 log = logging.getLogger("vmha.agent")
 
@@ -76,6 +84,40 @@ async def obtain_secrets(
         return replace(state, secret=reg.secret.decode(), segment_secret=got_seg.decode())
 
 
+async def open_hypervisor(
+    cfg: AgentConfig, boot_id: str
+) -> tuple[LibvirtHypervisor | None, EventReporter | None]:
+    """The host's libvirt and the reporter of its events (None, None without a uri)."""
+    if not cfg.hypervisor.uri:
+        return None, None
+    try:
+        from vmha.agent.hypervisor import LibvirtHypervisor  # libvirt-python is optional
+    except ImportError as exc:
+        raise ConfigError(f"hypervisor.uri is set but libvirt-python cannot be imported "
+                          f"({exc}); install vmha[libvirt] or empty the uri") from exc
+    reporter: EventReporter | None = None
+    if cfg.controller.url:
+        reporter = EventReporter(cfg.controller.url, cfg.host, cfg.controller.token_value(),
+                                 boot_id, inventory=lambda: hv.inventory(),
+                                 inventory_interval_s=cfg.hypervisor.inventory_interval_s)
+    else:
+        log.warning("controller.url is empty: domain events of %s are logged, not reported",
+                    cfg.host)
+
+    def on_event(event: DomainEvent) -> None:
+        log.info("domain %s (%s): %s %s%s", event.name, event.uuid, event.kind, event.detail,
+                 " (requested)" if event.requested else "")
+        if reporter is not None:
+            reporter.push(event)
+
+    hv = LibvirtHypervisor(cfg.hypervisor.uri, on_event,
+                           on_connect=reporter.inventory_now if reporter else None)
+    await hv.open()
+    if reporter is not None:
+        reporter.start()
+    return hv, reporter
+
+
 async def run_agent(cfg: AgentConfig, clock: Clock | None = None, ids: IdGen | None = None) -> None:
     clock = clock or SystemClock()
     ids = ids or UuidGen()
@@ -92,10 +134,12 @@ async def run_agent(cfg: AgentConfig, clock: Clock | None = None, ids: IdGen | N
     def save_contact(at: float) -> None:
         save_state(cfg.state_dir, replace(state, last_contact=at))
 
-    agent = Agent(cfg, ident, clock, make_watchdog(cfg), saved_contact=saved,
-                  save_contact=save_contact)
+    hv, reporter = await open_hypervisor(cfg, boot_id.hex())
+    stop_vms: StopVms = hv.stop_all if hv is not None else no_local_domains
+    agent = Agent(cfg, ident, clock, make_watchdog(cfg), stop_vms=stop_vms,
+                  saved_contact=saved, save_contact=save_contact)
     await agent.open()
-    api = AgentApi(agent, cfg.api.token_value())
+    api = AgentApi(agent, cfg.api.token_value(), hv)
     await api.start(*cfg.api.hostport())
     log.info("agent %s up: boot %s (#%d), heartbeats every %.2f s to %s",
              cfg.host, boot_id.hex(), state.boot_count, cfg.heartbeat_interval_s,
@@ -110,6 +154,10 @@ async def run_agent(cfg: AgentConfig, clock: Clock | None = None, ids: IdGen | N
     finally:
         ticker.cancel()
         await api.stop()
+        if reporter is not None:
+            await reporter.stop()
+        if hv is not None:
+            await hv.close()
         agent.close()
         agent.close_watchdog()
         log.info("agent %s stopped", cfg.host)

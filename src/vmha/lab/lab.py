@@ -88,6 +88,7 @@ def _agent_toml(st: dict[str, Any], name: str) -> str:
         "[watchdog]", 'backend = "lab"', f"socket = {q(str(Path(h['dir']) / 'reaper.sock'))}",
         f"timeout_s = {s['watchdog_timeout_s']}",
         "[capacity]", "vcpus = 4", "ram_mb = 8192", "disk_gb = 100",
+        "[hypervisor]", f"uri = {q('qemu:///embed?root=' + str(Path(h['dir']) / 'libvirt'))}",
     ]
     return "\n".join(lines) + "\n"
 

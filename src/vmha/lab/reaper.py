@@ -5,6 +5,9 @@ Started by the lab as
 `ip netns exec vmha-hostN unshare --pid --fork --mount-proc --kill-child
 python -m vmha.lab.reaper --host-dir DIR --watchdog-timeout T -- AGENT...`.
 
+- Wipes the host's embedded libvirt run state (`DIR/libvirt/run`) when it
+  starts, i.e. when the host boots: a new driver after a power loss may
+  otherwise list dead domains as running (LAB-NOTES).
 - Reaps every child and orphan (LAB-NOTES: a PID 1 that does not reap
   leaves killed QEMUs as zombies and later destroys hang).
 - Starts the agent command once at start, and again on a b"start-agent"
@@ -24,6 +27,7 @@ import argparse
 import contextlib
 import os
 import select
+import shutil
 import socket
 import subprocess
 import sys
@@ -96,6 +100,14 @@ class Reaper:
                 return 0  # PID 1 exits: the kernel kills the whole namespace
 
 
+def wipe_libvirt_run(host_dir: Path) -> None:
+    """The host boots: no QEMU of its embedded libvirt survived the last power-off."""
+    run = host_dir / "libvirt" / "run"
+    if run.exists():
+        shutil.rmtree(run, ignore_errors=True)
+        _log(f"host boot: wiped the libvirt run state {run}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vmha-lab-reaper")
     parser.add_argument("--host-dir", required=True, type=Path)
@@ -103,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("agent", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     cmd = args.agent[1:] if args.agent[:1] == ["--"] else args.agent
+    wipe_libvirt_run(args.host_dir)
     return Reaper(args.host_dir, args.watchdog_timeout, cmd).run()
 
 
