@@ -182,6 +182,8 @@ class BmcConfig(_Section):
     ipmi_port: int = Field(default=623, gt=0, lt=65536)
     redfish_url: str = ""  # https://BMC[:PORT]; empty: no Redfish
     redfish_system: str = ""  # system id or /redfish/v1/Systems/<id>; empty: the only one
+    fence_agent: str = Field(default="", pattern=r"^(fence_[A-Za-z0-9_]+)?$")  # e.g. fence_ipmilan
+    fence_agent_options: dict[str, str] = Field(default_factory=dict)  # e.g. {lanplus = "1"}
 
     @model_validator(mode="after")
     def _one_password(self) -> BmcConfig:
@@ -189,6 +191,10 @@ class BmcConfig(_Section):
             raise ValueError("give exactly one of password or password_file")
         if self.redfish_url and not self.redfish_url.startswith(("https://", "http://")):
             raise ValueError(f"redfish_url {self.redfish_url!r} is not an http(s) URL")
+        for key in self.fence_agent_options:
+            if any(word in key.lower() for word in ("pass", "secret", "token", "key")):
+                raise ValueError(f"fence_agent_options: no secrets in options ({key!r}); "
+                                 "the agent gets the password and password_file given here")
         return self
 
     def secret(self) -> str:
@@ -208,6 +214,10 @@ class FencingConfig(_Section):
     redfish_ca_bundle: Path | None = None
     ipmi_timeout_s: float = Field(default=5.0, gt=0, le=120)
     redfish_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    fence_agent_timeout_s: float = Field(default=30.0, gt=0, le=300)
+    # Fernet key encrypting the BMC passwords stored through the API (else
+    # the environment variable VMHA_SECRET_KEY); without one they cannot be stored.
+    secret_key_file: Path | None = None
 
 
 class LogConfig(_Section):

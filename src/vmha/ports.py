@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from vmha.domain.agents import AgentRecord
+from vmha.domain.bmc import BmcRecord
 from vmha.domain.model import Event, Host, Instance, InstanceState, Job, Segment
 from vmha.domain.policy import HAPolicy
 
@@ -212,6 +213,17 @@ class Store(Protocol):
 
     def get_agent(self, host: str) -> AgentRecord: ...
     def list_agents(self) -> list[AgentRecord]: ...
+
+    # BMC credentials (key: host; removed with their host; password encrypted)
+    def save_bmc(self, bmc: BmcRecord) -> BmcRecord:
+        """Create or replace the host's BMC record; NotFound without the host."""
+        ...
+
+    def get_bmc(self, host: str) -> BmcRecord:
+        """NotFound when the host has no stored BMC."""
+        ...
+
+    def delete_bmc(self, host: str) -> None: ...
 
     # health
     def ping(self) -> None:

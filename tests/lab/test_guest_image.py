@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import http.client
+import json
 import os
 import shutil
 import subprocess
@@ -89,6 +90,21 @@ def test_image_without_qemu_ga_and_a_clear_error_without_busybox(
     monkeypatch.setattr(image_mod, "BUSYBOX", tmp_path / "no-busybox")
     with pytest.raises(ConfigError, match="busybox-static"):
         ensure_image(tmp_path / "b")
+
+
+def test_cli_builds_then_reports_cached(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from vmha.cli.lab import app
+
+    runner = CliRunner()
+    first = runner.invoke(app, ["image", "build", "--dir", str(tmp_path), "--json"])
+    assert first.exit_code == 0, first.output
+    info = json.loads(first.output)
+    assert info["built"] is True and Path(info["kernel"]).is_file()
+    second = runner.invoke(app, ["image", "build", "--dir", str(tmp_path)])
+    assert second.exit_code == 0 and "up to date (cached)" in second.output
+    assert info["key"] in second.output
 
 
 def _cpio_names(initrd: Path) -> set[str]:

@@ -13,8 +13,10 @@ from typing import Protocol
 
 from fastapi import Request
 
+from vmha.adapters.fencing.secrets import SecretBox
 from vmha.api.auth import TokenTable
 from vmha.config import Settings
+from vmha.domain.model import Job
 from vmha.errors import NotFound, ValidationError
 from vmha.ports import Clock, IdGen, Store
 
@@ -34,7 +36,15 @@ class HostOperations(Protocol):
         """Each configured power method's reading: "on", "off" or "error: …"."""
         ...
 
-    async def fence_ack(self, host: str, who: str) -> None: ...
+    async def fence_ack(self, host: str, who: str, force: bool = False) -> None: ...
+
+    async def fence_host(self, host: str, who: str, method: str | None) -> Job:
+        """Start an operator's fence of `host` (its recovery job)."""
+        ...
+
+    async def set_scheduling(self, host: str, enabled: bool, who: str, reason: str) -> None:
+        """Let `host` receive instances (enable) or not (disable)."""
+        ...
 
 
 @dataclass
@@ -47,6 +57,7 @@ class AppContext:
     # Set by the service once the engine runs; absent in a bare API app.
     liveness: Callable[[], Mapping[str, Liveness]] | None = None
     operations: HostOperations | None = None
+    bmc_box: SecretBox | None = None  # encrypts stored BMC passwords; None: no key set
 
     def liveness_of(self, host: str) -> Liveness | None:
         return None if self.liveness is None else self.liveness().get(host)

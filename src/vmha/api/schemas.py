@@ -15,8 +15,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from vmha.domain.bmc import BmcRecord
 from vmha.domain.model import (
     Capacity,
     Event,
@@ -288,6 +289,71 @@ class PowerStatusOut(_Out):
 class FenceAckOut(_Out):
     host: str
     acknowledged_by: str
+    forced: bool = False
+
+
+class FenceAckRequest(_In):
+    force: bool = Field(default=False, description=(
+        "acknowledge even though the host's heartbeats are current or peers reach it "
+        "(audited in the host.fence_acked event)"))
+
+
+class FenceRequest(_In):
+    method: Literal["ipmi", "redfish", "fence_agent"] | None = Field(
+        default=None, description="only this power method; null: the host's power levels")
+
+
+class FenceOut(_Out):
+    host: str
+    job: str = Field(description="the host's recovery job: GET /v1/jobs/{job} for the attempts")
+    requested_by: str
+    levels: list[list[str]]
+
+
+class HostAction(_In):
+    action: Literal["fence", "fence-ack", "enable", "disable"]
+    method: Literal["ipmi", "redfish", "fence_agent"] | None = None  # fence
+    force: bool = False  # fence-ack
+    reason: str = Field(default="", max_length=255)  # enable / disable
+
+
+class HostActionOut(_Out):
+    host: str
+    action: str
+    by: str
+    job: str | None = None
+    forced: bool = False
+
+
+class BmcIn(_In):
+    ipmi_address: str = Field(default="", max_length=255)
+    ipmi_port: int = Field(default=623, gt=0, lt=65536)
+    redfish_url: str = Field(default="", max_length=255, pattern=r"^(https?://.+)?$")
+    redfish_system: str = Field(default="", max_length=255)
+    username: str = Field(min_length=1, max_length=255)
+    password: SecretStr = Field(description="write-only: never shown again")
+    fence_agent: str = Field(default="", max_length=64, pattern=r"^(fence_[A-Za-z0-9_]+)?$")
+    fence_agent_options: dict[str, str] = Field(default_factory=dict)
+
+
+class BmcOut(_Out):
+    host: str
+    ipmi_address: str
+    ipmi_port: int
+    redfish_url: str
+    redfish_system: str
+    username: str
+    password: str = Field(default="***", description="always ***: the password is write-only")
+    fence_agent: str
+    fence_agent_options: dict[str, str]
+    updated_at: float
+
+    @classmethod
+    def of(cls, b: BmcRecord) -> BmcOut:
+        return cls(host=b.host, ipmi_address=b.ipmi_address, ipmi_port=b.ipmi_port,
+                   redfish_url=b.redfish_url, redfish_system=b.redfish_system,
+                   username=b.username, fence_agent=b.fence_agent,
+                   fence_agent_options=dict(b.fence_agent_options), updated_at=b.updated_at)
 
 
 # -- instances ---------------------------------------------------------------

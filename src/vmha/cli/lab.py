@@ -23,6 +23,7 @@ from vmha.lab import faults
 from vmha.lab import image as guest_image
 from vmha.lab import lab as lab_ops
 from vmha.lab.state import default_lab_dir
+from vmha.lab.vms import GUEST_FAULTS
 
 app = typer.Typer(help="A real local cluster: hosts in namespaces, real faults.",
                   no_args_is_help=True)
@@ -60,6 +61,9 @@ def _print_status(data: dict[str, Any], as_json: bool) -> None:
         faults_txt = ", ".join(h["faults"]) or "-"
         typer.echo(f"  {name:8} {h['address']:14} {h['state']:12} pids={len(h['pids'])} "
                    f"faults={faults_txt}")
+    for name, vm in data.get("instances", {}).items():
+        typer.echo(f"  {name:8} {vm['address']:14} {vm['state']:12} host={vm['host']} "
+                   f"running on {', '.join(vm['running_on']) or 'no host'}")
 
 
 @app.command()
@@ -75,13 +79,14 @@ def up(
     isolation_action: Annotated[str, typer.Option(help="stop-vms, reboot or none.")] = "reboot",
     watchdog_timeout: Annotated[float, typer.Option(help="Lab watchdog timeout, s.")] = 10.0,
     controller: Annotated[bool, typer.Option(help="Start `vmha serve` if available.")] = True,
+    vms: Annotated[int, typer.Option("--vms", help="Protected QEMU guests vm1..vmN.")] = 0,
 ) -> None:
     """Create the hosts (and the controller), then print where everything is."""
     settings = lab_ops.LabSettings(
         hosts=hosts, heartbeat_interval_s=interval, isolation_timeout_s=isolation_timeout,
         isolation_action=isolation_action, watchdog_timeout_s=watchdog_timeout,
         controller_port=controller_port, heartbeat_port=heartbeat_port,
-        start_controller=controller,
+        start_controller=controller, vms=vms,
     )
     _print_status(lab_ops.up(_dir(directory), settings), as_json)
 
@@ -97,11 +102,13 @@ def status(directory: Dir = None, as_json: AsJson = False) -> None:
 @_errors
 def fail(
     host: Host,
-    fault: Annotated[str, typer.Argument(help=", ".join(lab_ops.FAULTS))],
+    fault: Annotated[str, typer.Argument(
+        help=", ".join(lab_ops.FAULTS) + "; for a VM: " + ", ".join(GUEST_FAULTS))],
     percent: Annotated[float | None, typer.Argument(help="Loss percent (loss only).")] = None,
     directory: Dir = None,
 ) -> None:
-    """Inject a fault: power-off, network-down, controller-link-down, loss P, agent-kill."""
+    """Inject a fault into a host (power-off, network-down, controller-link-down, loss P,
+    agent-kill, bmc-down) or a VM (guest-panic, guest-hang, guest-watchdog, app-kill)."""
     typer.echo(json.dumps(faults.fail(_dir(directory), host, fault, percent)))
 
 
@@ -167,7 +174,7 @@ def image_build(
         return
     verb = "built" if built else "up to date (cached)"
     typer.echo(f"guest image {verb} in {out}: kernel {img.kernel.name}, initrd.img "
-               f"{info['initrd_bytes'] / 2**20:.1f} MiB, key {img.key}, "
+               f"{img.initrd.stat().st_size / 2**20:.1f} MiB, key {img.key}, "
                f"qemu-ga {'included' if info['qemu_ga'] else 'not installed, left out'}")
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import signal
 import threading
@@ -41,6 +42,7 @@ from vmha.adapters.bus.amqp import (
 from vmha.adapters.bus.dispatcher import Dispatcher, DispatchSettings
 from vmha.adapters.bus.webhook import WebhookSender
 from vmha.adapters.cloud.none import NoCloud
+from vmha.adapters.fencing.secrets import KEY_ENV, load_box
 from vmha.adapters.heartbeat import start_receiver
 from vmha.adapters.peer.http import HttpPeerProber
 from vmha.api.context import Liveness
@@ -48,6 +50,7 @@ from vmha.api.routes.stream import close_streams
 from vmha.cli.fencers import build_fencers
 from vmha.config import EventsConfig, Settings, controller_settings
 from vmha.domain.errors import NotFound, VmhaError
+from vmha.domain.model import Job
 from vmha.engine.controller import Controller
 from vmha.ports import Clock, Fencer, IdGen, Store
 
@@ -131,7 +134,8 @@ class Service:
         self.store = store
         self.app = app
         self.prober = HttpPeerProber(store)
-        self.fencers = build_fencers(settings, self._bmc_of)
+        self.bmc_box = load_box(settings.fencing.secret_key_file, os.environ.get(KEY_ENV))
+        self.fencers = build_fencers(settings, self._bmc_of, store, self.bmc_box)
         self.engine = Controller(
             controller_settings(settings), store, clock, ids,
             fencers=self.fencers, cloud=NoCloud(), prober=self.prober,
@@ -153,6 +157,7 @@ class Service:
         app.router.lifespan_context = self.lifespan
         app.state.vmha.liveness = self.liveness
         app.state.vmha.operations = self
+        app.state.vmha.bmc_box = self.bmc_box
 
     def ensure_amqp_subscription(self) -> None:
         """The internal subscription whose cursor drives AMQP publishing:
@@ -188,8 +193,14 @@ class Service:
         readings = await asyncio.gather(*(read(self.fencers[m]) for m in methods))
         return dict(zip(methods, readings, strict=True))
 
-    async def fence_ack(self, host: str, who: str) -> None:
-        await self.engine.fence_ack(host, who)
+    async def fence_ack(self, host: str, who: str, force: bool = False) -> None:
+        await self.engine.fence_ack(host, who, force)
+
+    async def fence_host(self, host: str, who: str, method: str | None) -> Job:
+        return await self.engine.fence_host(host, who, method)
+
+    async def set_scheduling(self, host: str, enabled: bool, who: str, reason: str) -> None:
+        await self.engine.set_scheduling(host, enabled, who, reason)
 
     def _bmc_of(self, host: str) -> str:
         """The `[bmcs.<name>]` entry of a host: its `bmc` field, else its name."""

@@ -169,8 +169,7 @@ class Controller:
         """An operator confirms `host` is powered off (manual fence). Refused
         (Conflict) while its heartbeats are current or a peer still reaches
         it, unless `force`; every ack is recorded as `host.fence_acked`."""
-        if host not in self.cluster.hosts:
-            raise NotFound("host", host)
+        self._require_host(host)
         alive = await fencing.still_answers(self.monitor, host, self.clock.now())
         if alive and not force:
             raise Conflict(f"refusing fence-ack of host {host}: {alive}, so it may still "
@@ -196,8 +195,7 @@ class Controller:
         """An operator's power-off of `host` through its power fence levels
         (or only `method`), run as the host's recovery job: the fence is the
         job's fence confirmation, and its instances are then recovered."""
-        if host not in self.cluster.hosts:
-            raise NotFound("host", host)
+        self._require_host(host)
         current = self.cluster.hosts[host]
         levels = fencing.operator_levels(current, method, self.settings.default_fence_levels,
                                          frozenset(self.jobs.fencers))
@@ -215,6 +213,27 @@ class Controller:
                                           levels=levels)
         await self.cluster.flush()
         return job
+
+    async def set_scheduling(self, host: str, enabled: bool, who: str, reason: str = "") -> None:
+        """An operator lets `host` receive instances again (`enabled`) or not,
+        through the cloud (Nova's compute service, or vmha's own placement);
+        recorded as `host.enabled` / `host.disabled` with who and why."""
+        self._require_host(host)
+        why = reason or f"{'enabled' if enabled else 'disabled'} by operator {who}"
+        call = self.cloud.enable_host(host) if enabled else self.cloud.disable_host(host, why)
+        await asyncio.wait_for(call, self.settings.evacuate_timeout_s)
+        current = self.cluster.hosts[host]
+        self.cluster.append([fencing.scheduling_event(current, enabled, who, why,
+                                                      self.clock.now())])
+        await self.cluster.flush()
+
+    def _require_host(self, host: str) -> None:
+        """NotFound unless `host` exists; one created since the last refresh
+        of the cluster is loaded now (operators act on what the API shows)."""
+        if host not in self.cluster.hosts:
+            self.cluster.refresh()
+        if host not in self.cluster.hosts:
+            raise NotFound("host", host)
 
     async def resume_segment(self, segment: str, who: str) -> None:
         if segment not in self.cluster.segments:

@@ -88,3 +88,11 @@ def ack_event(host: Host, who: str, force: bool, alive: str, now: float) -> Even
     severity = Severity.WARNING if force and alive else Severity.INFO
     return Event(type="host.fence_acked", subject=host.name, time=now,
                  subject_kind=SubjectKind.HOST, severity=severity, payload=payload)
+
+
+def scheduling_event(host: Host, enabled: bool, who: str, reason: str, now: float) -> Event:
+    """`host.enabled` / `host.disabled`: an operator switched scheduling."""
+    return Event(type=f"host.{'enabled' if enabled else 'disabled'}", subject=host.name,
+                 time=now, subject_kind=SubjectKind.HOST,
+                 payload={"host": host.name, "segment": host.segment, "by": who,
+                          "reason": reason})

@@ -6,7 +6,8 @@ agent interface: options as `key=value` lines on stdin (so the password is
 never on a command line), `action=status|off|on`, and exit codes 0 = ok,
 1 = failed, 2 = "status: off". Built by whoever wires fencers, with the
 agent's name, a host -> `BmcEndpoint` lookup and the agent's fixed options
-(e.g. `{"lanplus": "1"}`).
+(e.g. `{"lanplus": "1"}`); `PerHostAgentFencer` when every host names its
+own agent and options (the controller's `[bmcs.*] fence_agent`).
 
 From the endpoint it passes `ip`, `ipport` (when set), `username`,
 `password`, and for a URL address (`https://h:p`) also `ssl=1`; an endpoint
@@ -22,7 +23,8 @@ import asyncio
 import contextlib
 import logging
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from vmha.adapters.fencing.config import BmcEndpoint, BmcLookup
@@ -140,3 +142,37 @@ def _stdin_lines(options: Mapping[str, str]) -> bytes:
         if "\n" in key or "\n" in value or "=" in key:
             raise ConfigError(f"fence agent option {key!r}: no newlines or '=' in names allowed")
     return "".join(f"{k}={v}\n" for k, v in options.items()).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class AgentTarget:
+    """Which agent fences a host, against which BMC, with which options."""
+
+    agent: str
+    endpoint: BmcEndpoint
+    options: Mapping[str, str] = field(default_factory=dict)
+
+
+class PerHostAgentFencer:
+    """The `fence_agent` method when each host names its own agent (the
+    controller's `[bmcs.*] fence_agent`): `targets(host.name)` says which."""
+
+    method = "fence_agent"
+
+    def __init__(self, targets: Callable[[str], AgentTarget],
+                 timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self._targets = targets
+        self.timeout_s = timeout_s
+
+    def _fencer(self, host: Host) -> FenceAgentFencer:
+        t = self._targets(host.name)
+        return FenceAgentFencer(t.agent, lambda _name: t.endpoint, t.options, self.timeout_s)
+
+    async def power_status(self, host: Host) -> PowerState:
+        return await self._fencer(host).power_status(host)
+
+    async def power_off(self, host: Host) -> None:
+        await self._fencer(host).power_off(host)
+
+    async def power_on(self, host: Host) -> None:
+        await self._fencer(host).power_on(host)

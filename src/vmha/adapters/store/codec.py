@@ -47,6 +47,7 @@ JSON_COLUMNS: Mapping[str, tuple[str, ...]] = {
     "agents": (),
     "subscriptions": ("event_types",),
     "deliveries": (),
+    "bmcs": ("fence_agent_options",),
 }
 
 

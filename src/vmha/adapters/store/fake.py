@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from vmha.adapters.store import codec
+from vmha.adapters.store import bmc_rows, codec
 from vmha.adapters.store.query import (
     DELIVERED_KEEP,
     HOSTS,
@@ -36,6 +36,7 @@ from vmha.adapters.store.query import (
     type_matches,
 )
 from vmha.domain.agents import AgentRecord
+from vmha.domain.bmc import BmcRecord
 from vmha.domain.errors import Conflict, NotFound
 from vmha.domain.model import Event, Host, Instance, Job, Segment
 from vmha.ports import (
@@ -61,6 +62,7 @@ class FakeStore:
             name: {}
             for name in (
                 "segments", "hosts", "instances", "policies", "jobs", "agents", "subscriptions",
+                "bmcs",
             )
         }
         # deliveries by subscription id, then event id (rows, not encoded:
@@ -212,6 +214,24 @@ class FakeStore:
             self._require("hosts", "host", name)
             self._delete("hosts", name, events)
             self._tables["agents"].pop(name, None)  # as ON DELETE CASCADE
+            self._tables["bmcs"].pop(name, None)
+
+    # -- BMC credentials ------------------------------------------------------
+
+    def save_bmc(self, bmc: BmcRecord) -> BmcRecord:
+        with self._lock:
+            self._require("hosts", "host", bmc.host)
+            self._put("bmcs", bmc.host, bmc_rows.bmc_row(bmc))
+            return bmc_rows.bmc_from(self._row("bmcs", "BMC of host", bmc.host))
+
+    def get_bmc(self, host: str) -> BmcRecord:
+        with self._lock:
+            return bmc_rows.bmc_from(self._row("bmcs", "BMC of host", host))
+
+    def delete_bmc(self, host: str) -> None:
+        with self._lock:
+            self._row("bmcs", "BMC of host", host)
+            del self._tables["bmcs"][host]
 
     # -- agents -------------------------------------------------------------
 

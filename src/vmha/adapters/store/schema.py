@@ -146,6 +146,24 @@ deliveries = sa.Table(
     sa.Column("updated_at", sa.Double(), nullable=False),
 )
 
+# BMC credentials (issue 5): `password_secret` is ciphertext (Fernet),
+# encrypted by the service; the store never holds the key.
+bmcs = sa.Table(
+    "bmcs", metadata,
+    sa.Column("host", NAME, sa.ForeignKey("hosts.name", ondelete="CASCADE",
+                                          name="fk_bmcs_host"), primary_key=True),
+    sa.Column("username", sa.String(255), nullable=False),
+    sa.Column("password_secret", TEXT, nullable=False),
+    sa.Column("ipmi_address", sa.String(255), nullable=False),
+    sa.Column("ipmi_port", sa.Integer(), nullable=False),
+    sa.Column("redfish_url", TEXT, nullable=False),
+    sa.Column("redfish_system", sa.String(255), nullable=False),
+    sa.Column("fence_agent", sa.String(64), nullable=False),
+    sa.Column("fence_agent_options", sa.JSON(), nullable=False),
+    sa.Column("updated_at", sa.Double(), nullable=False),
+)
+
 TABLES = (
     policies, segments, hosts, instances, events, jobs, agents, subscriptions, deliveries,
+    bmcs,
 )

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from vmha.adapters.store import codec, migrate
+from vmha.adapters.store import bmc_rows, codec, migrate
 from vmha.adapters.store import schema as t
 from vmha.adapters.store.engine import WRITE, is_memory, missing_schema, unavailable
 from vmha.adapters.store.query import (
@@ -43,6 +43,7 @@ from vmha.adapters.store.query import (
     stale_job,
 )
 from vmha.domain.agents import AgentRecord
+from vmha.domain.bmc import BmcRecord
 from vmha.domain.errors import Conflict, NotFound
 from vmha.domain.model import Event, Host, Instance, Job, Segment
 from vmha.ports import (
@@ -291,6 +292,26 @@ class SqlStore:
         with self._tx() as conn:
             rows = conn.execute(sa.select(t.agents).order_by(t.agents.c.host)).mappings()
             return [codec.agent_from(dict(r)) for r in rows]
+
+    # -- BMC credentials ------------------------------------------------------
+
+    def save_bmc(self, bmc: BmcRecord) -> BmcRecord:
+        row = bmc_rows.bmc_row(bmc)
+        with self._tx(write=True) as conn:
+            self._require(conn, t.hosts, "host", bmc.host)
+            if self._exists(conn, t.bmcs, bmc.host):
+                conn.execute(t.bmcs.update().where(t.bmcs.c.host == bmc.host), row)
+            else:
+                conn.execute(t.bmcs.insert(), row)
+            return bmc_rows.bmc_from(self._one(conn, t.bmcs, "BMC of host", bmc.host))
+
+    def get_bmc(self, host: str) -> BmcRecord:
+        return bmc_rows.bmc_from(self._get(t.bmcs, "BMC of host", host))
+
+    def delete_bmc(self, host: str) -> None:
+        with self._tx(write=True) as conn:
+            self._one(conn, t.bmcs, "BMC of host", host)
+            conn.execute(t.bmcs.delete().where(t.bmcs.c.host == host))
 
     # -- instances --------------------------------------------------------
 

@@ -4,22 +4,34 @@ Admins create, change and delete hosts; the host's `state` is never
 written here except through the state machine: `POST .../maintenance`
 (admin, operator) moves it with `transition_host` and stores the host and
 its `host.maintenance_on|off` event in one `update_host` call (outbox).
-`GET .../power-status` and `POST .../fence-ack` (admin, operator) go to
-the running engine (503 when this process runs none).
+`GET .../power-status`, `POST .../fence`, `POST .../fence-ack` and
+`POST .../actions` (admin, operator) go to the running engine (503 when
+this process runs none). `PUT|DELETE .../bmc` (admin) stores the host's
+BMC with its password encrypted (write-only), `GET .../bmc` (admin,
+operator) shows it with the password as `***`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import replace
 
 from fastapi import APIRouter, Depends, Query, Response
 
+from vmha.adapters.fencing.secrets import NO_KEY
 from vmha.api.auth import Permission, Principal, authorize
 from vmha.api.context import AppContext, HostOperations, context, field_prefix, references
 from vmha.api.routes.common import Paging, list_errors, location, page_of, paging
 from vmha.api.schemas import (
+    BmcIn,
+    BmcOut,
     FenceAckOut,
+    FenceAckRequest,
+    FenceOut,
+    FenceRequest,
+    HostAction,
+    HostActionOut,
     HostCreate,
     HostOut,
     HostUpdate,
@@ -27,9 +39,11 @@ from vmha.api.schemas import (
     PageOut,
     PowerStatusOut,
 )
+from vmha.domain.bmc import BmcRecord
 from vmha.domain.errors import Conflict, TemporaryError
-from vmha.domain.model import Host, HostState, transition_host
+from vmha.domain.model import Host, HostState, Job, transition_host
 
+log = logging.getLogger("vmha.api.hosts")
 router = APIRouter(prefix="/v1/hosts", tags=["hosts"])
 READ = Depends(authorize(Permission.HOSTS_READ))
 WRITE = Depends(authorize(Permission.HOSTS_WRITE))
@@ -138,12 +152,21 @@ async def power_status(
 
 @router.post("/{name}/fence-ack", status_code=202, response_model=FenceAckOut)
 async def fence_ack(
-    name: str, ctx: AppContext = Depends(context), who: Principal = FENCE
+    name: str, body: FenceAckRequest | None = None, ctx: AppContext = Depends(context),
+    who: Principal = FENCE,
 ) -> FenceAckOut:
     """An operator confirms the host is powered off (the `manual` fence level).
 
-    Only a host that is in trouble can be acknowledged; the acknowledgement
-    is recorded on the host's recovery job and in its events, with who gave it."""
+    Only a host that is in trouble can be acknowledged, and not while its
+    heartbeats are current or a peer still reaches it (409) unless `force`;
+    the acknowledgement is recorded on the host's recovery job and in its
+    `host.fence_acked` event, with who gave it and whether it was forced."""
+    force = body.force if body is not None else False
+    by = await _fence_ack(ctx, name, who, force)
+    return FenceAckOut(host=name, acknowledged_by=by, forced=force)
+
+
+async def _fence_ack(ctx: AppContext, name: str, who: Principal, force: bool) -> str:
     ops = _operations(ctx)
     host = await asyncio.to_thread(ctx.store.get_host, name)
     if host.state not in ACKABLE:
@@ -152,5 +175,89 @@ async def fence_ack(
             "fencing host can be acknowledged as powered off"
         )
     by = who.name or who.role
-    await ops.fence_ack(name, by)
-    return FenceAckOut(host=name, acknowledged_by=by)
+    await ops.fence_ack(name, by, force)
+    return by
+
+
+@router.post("/{name}/fence", status_code=202, response_model=FenceOut)
+async def fence(
+    name: str, body: FenceRequest | None = None, ctx: AppContext = Depends(context),
+    who: Principal = FENCE,
+) -> FenceOut:
+    """Power the host off through its power fence levels (or only `method`).
+
+    Runs as the host's recovery job (`job`): every attempt is a step of it
+    (method, start, end, outcome); `host.fenced` once a power-status read
+    says off, then its instances are recovered; `host.fence_failed` if no
+    level confirms."""
+    job = await _fence(ctx, name, who, body.method if body is not None else None)
+    return FenceOut(host=name, job=job.id, requested_by=who.name or who.role,
+                    levels=[list(level) for level in job.data.get("levels", [])])
+
+
+async def _fence(ctx: AppContext, name: str, who: Principal, method: str | None) -> Job:
+    ops = _operations(ctx)
+    await asyncio.to_thread(ctx.store.get_host, name)  # 404 for an unknown host
+    return await ops.fence_host(name, who.name or who.role, method)
+
+
+@router.post("/{name}/actions", status_code=202, response_model=HostActionOut)
+async def host_action(
+    name: str, body: HostAction, ctx: AppContext = Depends(context),
+    who: Principal = Depends(authorize(Permission.HOSTS_READ)),
+) -> HostActionOut:
+    """The general form of the operator's host actions: `fence`, `fence-ack`
+    (permission hosts:fence), `enable` / `disable` scheduling
+    (hosts:maintenance)."""
+    by = who.name or who.role
+    if body.action == "fence":
+        authorize(Permission.HOSTS_FENCE)(who)
+        job = await _fence(ctx, name, who, body.method)
+        return HostActionOut(host=name, action=body.action, by=by, job=job.id)
+    if body.action == "fence-ack":
+        authorize(Permission.HOSTS_FENCE)(who)
+        await _fence_ack(ctx, name, who, body.force)
+        return HostActionOut(host=name, action=body.action, by=by, forced=body.force)
+    authorize(Permission.HOSTS_MAINTENANCE)(who)
+    ops = _operations(ctx)
+    await asyncio.to_thread(ctx.store.get_host, name)
+    await ops.set_scheduling(name, body.action == "enable", by, body.reason)
+    return HostActionOut(host=name, action=body.action, by=by)
+
+
+# -- BMC credentials -----------------------------------------------------------
+
+
+@router.put("/{name}/bmc", response_model=BmcOut)
+def put_bmc(name: str, body: BmcIn, ctx: AppContext = Depends(context),
+            _: Principal = WRITE) -> BmcOut:
+    """Store the host's BMC; the password is encrypted with the service's
+    key (409 when none is configured) and never shown again."""
+    if ctx.bmc_box is None:
+        log.error("PUT /v1/hosts/%s/bmc refused: %s", name, NO_KEY)
+        raise Conflict(NO_KEY)
+    secret = ctx.bmc_box.encrypt(body.password.get_secret_value())
+    with field_prefix("body"):
+        record = BmcRecord(
+            host=name, username=body.username, password_secret=secret,
+            ipmi_address=body.ipmi_address, ipmi_port=body.ipmi_port,
+            redfish_url=body.redfish_url, redfish_system=body.redfish_system,
+            fence_agent=body.fence_agent, fence_agent_options=body.fence_agent_options,
+            updated_at=ctx.clock.now())
+    saved = ctx.store.save_bmc(record)
+    log.info("host %s: BMC stored (user %s, ipmi %r, redfish %r, agent %r)", name,
+             saved.username, saved.ipmi_address, saved.redfish_url, saved.fence_agent)
+    return BmcOut.of(saved)
+
+
+@router.get("/{name}/bmc", response_model=BmcOut)
+def get_bmc(name: str, ctx: AppContext = Depends(context), _: Principal = FENCE) -> BmcOut:
+    """The host's stored BMC, password shown as ***."""
+    ctx.store.get_host(name)
+    return BmcOut.of(ctx.store.get_bmc(name))
+
+
+@router.delete("/{name}/bmc", status_code=204)
+def delete_bmc(name: str, ctx: AppContext = Depends(context), _: Principal = WRITE) -> Response:
+    ctx.store.delete_bmc(name)
+    return Response(status_code=204)
