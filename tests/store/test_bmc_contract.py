@@ -63,7 +63,7 @@ def test_a_stored_option_dict_is_a_copy(with_host: Store) -> None:
 
 
 def test_bmc_record_refuses_secrets_in_options_and_no_endpoint() -> None:
-    with pytest.raises(ValidationError, match="fence_agent_options.passwd"):
+    with pytest.raises(ValidationError, match=r"fence_agent_options\.passwd"):
         bmc(fence_agent_options={"passwd": "x"})
     with pytest.raises(ValidationError, match="ipmi_address"):
         bmc(ipmi_address="", redfish_url="")
