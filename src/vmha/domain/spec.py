@@ -51,7 +51,7 @@ class InstanceSpec:
     """How to define the instance on a hypervisor.
 
     Template form: `image` names an image the controller knows (its
-    `[libvirt] image_dir` holds `<image>/vmlinuz` and `<image>/initrd.img`),
+    `[cloud] image_dir` holds `<image>/vmlinuz` and `<image>/initrd.img`),
     `address` is the guest's static ADDRESS/PREFIX (passed on the kernel
     command line), `gateway` optional, `mac` derived from the instance id
     when empty, `bridge` the host bridge the NIC joins, `health_url` an HTTP

@@ -72,12 +72,16 @@ def watchdog_device_action(policy: HAPolicy) -> str:
 
 
 def image_paths(image_dir: Path, image: str) -> tuple[Path, Path]:
-    """Kernel and initrd of a named image (ValidationError when absent)."""
-    kernel, initrd = image_dir / image / "vmlinuz", image_dir / image / "initrd.img"
-    if not kernel.is_file() or not initrd.is_file():
+    """Kernel and initrd of a named image (ValidationError when absent). An
+    uncompressed `vmlinux` (PVH boot, much faster under TCG) wins over `vmlinuz`."""
+    folder = image_dir / image
+    kernels = [k for k in (folder / "vmlinux", folder / "vmlinuz") if k.is_file()]
+    initrd = folder / "initrd.img"
+    if not kernels or not initrd.is_file():
         raise ValidationError("spec.image", f"image {image!r} is not in {image_dir}: expected "
-                              f"{kernel} and {initrd} (vmha lab image build makes one)")
-    return kernel, initrd
+                              f"{folder}/vmlinuz (or vmlinux) and {initrd} "
+                              "(`vmha lab image build --dir DIR` makes one)")
+    return kernels[0], initrd
 
 
 def domain_xml(instance: Instance, spec: InstanceSpec, policy: HAPolicy,
