@@ -10,7 +10,6 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from conftest import TOKENS, StepClock, make_settings
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -18,6 +17,7 @@ from vmha.adapters.cloud.fake import FakeCloud
 from vmha.adapters.peer.fake import FakePeerProber
 from vmha.adapters.system import SequentialIds
 from vmha.api import create_app
+from vmha.config import Settings
 from vmha.domain.model import HostState
 from vmha.engine.controller import Controller
 from vmha.engine.settings import ControllerSettings
@@ -37,8 +37,24 @@ class Engine:
         return await self.controller.decide(*args)
 
 
-class ManualClock(StepClock):
+TOKENS = {"admin": "tok-admin", "operator": "tok-operator", "viewer": "tok-viewer",
+          "project:p1": "tok-p1", "project:p2": "tok-p2"}
+
+
+def make_settings() -> Settings:
+    tokens = [{"token": secret, "role": role, "name": f"{role}-token"}
+              for role, secret in TOKENS.items()]
+    return Settings.model_validate({"api": {"tokens": tokens}})
+
+
+class ManualClock:
     """Time moves only when the test moves it; sleepers wait for that."""
+
+    def __init__(self) -> None:
+        self.t = 1_800_000_000.0
+
+    def now(self) -> float:
+        return self.t
 
     async def sleep(self, seconds: float) -> None:
         until = self.t + seconds
