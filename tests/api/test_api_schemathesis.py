@@ -21,6 +21,7 @@ from vmha.adapters.store.fake import FakeStore
 from vmha.adapters.system import SequentialIds, SystemClock
 from vmha.api import create_app
 from vmha.config import Settings
+from vmha.errors import Conflict
 
 ADMIN = {"Authorization": "Bearer tok-admin"}
 
@@ -33,6 +34,12 @@ class IdleEngine:
 
     async def fence_ack(self, host: str, who: str) -> None:
         return None
+
+    async def instance_action(self, instance_id: str, *_: Any) -> Any:
+        raise Conflict(f"idle engine: no action on {instance_id}")
+
+    async def decide(self, token: str, *_: Any) -> Any:
+        raise Conflict("idle engine: no decision is pending")
 
 
 def _operations() -> list[tuple[str, str]]:

@@ -181,3 +181,64 @@ def test_enable_disable_actions_and_roles(tmp_path: Path) -> None:
         assert "secret_key_file" in nokey.json()["detail"]
         assert "VMHA_SECRET_KEY" in nokey.json()["detail"]
     controller.close()
+
+
+def test_fence_agent_level_runs_fence_ipmilan_through_the_controller(
+    tmp_path: Path, ipmi_bmc: RunningBmc, caplog: pytest.LogCaptureFixture
+) -> None:
+    """[bmcs.h1] fence_agent = "fence_ipmilan": the engine's `fence_agent`
+    level runs Debian's fence_ipmilan --lanplus against the IPMI emulator."""
+    caplog.set_level(logging.DEBUG)
+    pw = tmp_path / "h1.password"
+    pw.write_text(PASSWORD)
+    settings = settings_for(tmp_path, None).model_copy(update={"bmcs": Settings.model_validate({
+        "bmcs": {"h1": {"username": ipmi_bmc.endpoint.username, "password_file": str(pw),
+                        "ipmi_address": "127.0.0.1", "ipmi_port": ipmi_bmc.endpoint.port,
+                        "fence_agent": "fence_ipmilan",
+                        "fence_agent_options": {"lanplus": "1", "power_wait": "0"}}}}).bmcs})
+    controller = build_controller(settings)
+    with TestClient(controller.app) as client:
+        setup_hosts(client, {"h1": [["fence_agent"], ["manual"]]})
+        op = as_(client, OPERATOR)
+        status = client.get("/v1/hosts/h1/power-status", headers=op).json()
+        assert status["methods"]["fence_agent"] == "on"
+        started = client.post("/v1/hosts/h1/fence", json={"method": "fence_agent"}, headers=op)
+        assert started.status_code == 202, started.text
+        job = wait_job(client, started.json()["job"], {"done", "failed", "paused"}, 30.0)
+        steps = {s["name"]: s for s in job["steps"]}
+        assert steps["fence:0:fence_agent:off"]["state"] == "done", job
+        assert steps["fence:0:fence_agent:confirm"]["detail"] == "fence_agent reports power off"
+        assert job["state"] == "done"
+        assert ipmi_bmc.state_file.read_text().strip() == "off"
+        text = str(job) + started.text + str(status)
+    controller.close()
+    assert PASSWORD not in text + caplog.text
+
+
+def test_config_show_never_echoes_bmc_passwords_or_the_secret_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from vmha.cli.main import app
+
+    key = generate_key()
+    monkeypatch.setenv("VMHA_SECRET_KEY", key)
+    config = tmp_path / "vmha.toml"
+    config.write_text(
+        '[bmcs.h1]\nusername = "admin"\npassword = "Bmc-Pw-in-config"\n'
+        'ipmi_address = "10.0.0.1"\nfence_agent = "fence_ipmilan"\n'
+        'fence_agent_options = {lanplus = "1"}\n'
+        f'[fencing]\nsecret_key_file = "{tmp_path / "k"}"\n')
+    for extra in ([], ["--json"]):
+        result = CliRunner().invoke(app, ["config", "show", "--config", str(config), *extra])
+        assert result.exit_code == 0, result.output
+        assert "Bmc-Pw-in-config" not in result.output and key not in result.output
+        assert "fence_ipmilan" in result.output
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[bmcs.h1]\nusername = "a"\npassword = "Bmc-Pw-in-config"\n'
+                   'fence_agent_options = {passwd = "Bmc-Pw-in-config"}\n')
+    result = CliRunner().invoke(app, ["config", "show", "--config", str(bad)])
+    assert result.exit_code != 0
+    assert "no secrets in options" in result.output
+    assert "Bmc-Pw-in-config" not in result.output

@@ -105,11 +105,13 @@ def fail(
     fault: Annotated[str, typer.Argument(
         help=", ".join(lab_ops.FAULTS) + "; for a VM: " + ", ".join(GUEST_FAULTS))],
     percent: Annotated[float | None, typer.Argument(help="Loss percent (loss only).")] = None,
+    only: Annotated[str | None, typer.Option(
+        "--only", help="bmc-down: stop only this BMC (ipmi or redfish).")] = None,
     directory: Dir = None,
 ) -> None:
     """Inject a fault into a host (power-off, network-down, controller-link-down, loss P,
     agent-kill, bmc-down) or a VM (guest-panic, guest-hang, guest-watchdog, app-kill)."""
-    typer.echo(json.dumps(faults.fail(_dir(directory), host, fault, percent)))
+    typer.echo(json.dumps(faults.fail(_dir(directory), host, fault, percent, only)))
 
 
 @app.command()

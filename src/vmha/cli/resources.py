@@ -284,18 +284,115 @@ def host_power_status(
 @host_app.command("fence-ack")
 @cli_errors
 def host_fence_ack(
-    name: str, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False,
+    name: str,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Even if its heartbeats are current or peers reach it (audited).")] = False,
+    url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False,
 ) -> None:
     """Confirm that a failed host is powered off (the `manual` fence level).
 
     Only do this after checking the host is really off: its instances will be
-    started elsewhere."""
+    started elsewhere. Refused while the host still answers, unless --force."""
     with connect(url, token) as api:
-        result = api.post(_path("hosts", name, "/fence-ack"), {})
+        result = api.post(_path("hosts", name, "/fence-ack"), {"force": force})
     if as_json:
         print_json(result)
     else:
-        typer.echo(f"host {result['host']}: fence acknowledged by {result['acknowledged_by']}")
+        forced = " (forced)" if result.get("forced") else ""
+        typer.echo(f"host {result['host']}: fence acknowledged by "
+                   f"{result['acknowledged_by']}{forced}")
+
+
+FENCE_END = {"fenced", "evacuating", "verifying", "done", "failed", "paused"}
+
+
+@host_app.command("fence")
+@cli_errors
+def host_fence(
+    name: str,
+    method: Annotated[str | None, typer.Option(
+        "--method", help="Only this power method: ipmi, redfish or fence_agent.")] = None,
+    wait: Annotated[float, typer.Option(
+        "--wait", help="Seconds to wait for the outcome (0: do not wait).")] = 60.0,
+    url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False,
+) -> None:
+    """Power a host off through its BMC (operator). Its instances are then
+    recovered elsewhere, like after a host failure."""
+    with connect(url, token) as api:
+        started = api.post(_path("hosts", name, "/fence"), {"method": method})
+        job = _wait_fence(api, started["job"], wait)
+    if as_json:
+        print_json({**started, "job_state": job["state"], "steps": job["steps"]})
+        return
+    typer.echo(f"host {name}: fence requested by {started['requested_by']}, "
+               f"job {started['job']}")
+    for step in job["steps"]:
+        if step["name"].startswith("fence:"):
+            took = "" if step["duration_s"] is None else f" {step['duration_s']:.2f} s"
+            typer.echo(f"  {step['name']}: {step['state']}{took} {step['detail']}")
+    typer.echo(f"job {job['id']}: {job['state']} ({job['reason']})")
+    if job["state"] in ("paused", "failed"):
+        raise typer.Exit(1)
+
+
+def _wait_fence(api: Any, job_id: str, wait: float) -> dict[str, Any]:
+    import time  # the CLI's own wall clock, not the engine's
+
+    deadline = time.monotonic() + wait
+    while True:
+        job: dict[str, Any] = api.get(_path("jobs", job_id))
+        if job["state"] in FENCE_END or time.monotonic() >= deadline:
+            return job
+        time.sleep(0.5)
+
+
+@host_app.command("bmc-set")
+@cli_errors
+def host_bmc_set(
+    name: str,
+    username: Annotated[str, typer.Option("--username")],
+    password_file: Annotated[Path, typer.Option(
+        "--password-file", help="File holding the BMC password (never on the command line).")],
+    ipmi_address: Annotated[str, typer.Option("--ipmi-address")] = "",
+    ipmi_port: Annotated[int, typer.Option("--ipmi-port")] = 623,
+    redfish_url: Annotated[str, typer.Option("--redfish-url")] = "",
+    redfish_system: Annotated[str, typer.Option("--redfish-system")] = "",
+    fence_agent: Annotated[str, typer.Option("--fence-agent")] = "",
+    option: Annotated[list[str] | None, typer.Option(
+        "--option", help="fence agent option KEY=VALUE (repeatable)")] = None,
+    url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False,
+) -> None:
+    """Store a host's BMC (admin); the password is kept encrypted, write-only."""
+    try:
+        password = password_file.read_text().strip()
+    except OSError as exc:
+        raise CliError(f"cannot read {password_file}: {exc.strerror}") from exc
+    options = dict(o.split("=", 1) for o in option or [] if "=" in o)
+    body = {"username": username, "password": password, "ipmi_address": ipmi_address,
+            "ipmi_port": ipmi_port, "redfish_url": redfish_url,
+            "redfish_system": redfish_system, "fence_agent": fence_agent,
+            "fence_agent_options": options}
+    with connect(url, token) as api:
+        result = api.request("PUT", _path("hosts", name, "/bmc"), json=body)
+    _show(result, as_json)
+
+
+@host_app.command("bmc-show")
+@cli_errors
+def host_bmc_show(
+    name: str, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False,
+) -> None:
+    """Show a host's stored BMC (the password as ***)."""
+    with connect(url, token) as api:
+        result = api.get(_path("hosts", name, "/bmc"))
+    _show(result, as_json)
+
+
+def _show(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(result)
+    else:
+        print_record(result)
 
 
 # -- instances -----------------------------------------------------------------

@@ -32,6 +32,7 @@ USER = "admin"
 IPMI_MARK = "vmha.lab.bmc_ipmi"
 REDFISH_MARK = "vmha.lab.bmc_redfish"
 READY_TIMEOUT_S = 20.0
+KINDS = ("ipmi", "redfish")
 
 
 def _power_cmd(lab_dir: Path, name: str, action: str) -> str:
@@ -58,7 +59,9 @@ def endpoints(lab_dir: Path, h: dict[str, Any], name: str) -> dict[str, Any]:
     }
 
 
-def start(lab_dir: Path, st: dict[str, Any], name: str) -> dict[str, Any]:
+def start(lab_dir: Path, st: dict[str, Any], name: str, only: str | None = None
+          ) -> dict[str, Any]:
+    """Start the host's emulators (`only`: just `ipmi` or `redfish`)."""
     h = st["hosts"][name]
     bmc = h.get("bmc") or endpoints(lab_dir, h, name)
     h["bmc"] = bmc
@@ -74,18 +77,23 @@ def start(lab_dir: Path, st: dict[str, Any], name: str) -> dict[str, Any]:
                    "--cert", str(lab_dir / "bmc" / "cert.pem"),
                    "--key", str(lab_dir / "bmc" / "key.pem"), *common, *power]
     log = Path(h["dir"]) / "bmc.log"
-    bmc["ipmi"]["pid"] = net.spawn_detached(ipmi_cmd, log)
-    bmc["redfish"]["pid"] = net.spawn_detached(redfish_cmd, log)
+    seen = log.stat().st_size if log.exists() else 0  # wait for new lines only
+    commands = {"ipmi": ipmi_cmd, "redfish": redfish_cmd}
+    kinds = KINDS if only is None else (only,)
+    for kind in kinds:
+        bmc[kind]["pid"] = net.spawn_detached(commands[kind], log)
     state.save(lab_dir, st)  # recorded before we wait: `down` finds them
-    _wait_listening(bmc, log)
+    _wait_listening(bmc, log, kinds, seen)
     return bmc
 
 
-def _wait_listening(bmc: dict[str, Any], log: Path) -> None:
+def _wait_listening(bmc: dict[str, Any], log: Path, kinds: tuple[str, ...], seen: int) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
-    ports = {bmc["ipmi"]["port"], int(bmc["redfish"]["url"].rsplit(":", 1)[1])}
+    all_ports = {"ipmi": bmc["ipmi"]["port"],
+                 "redfish": int(bmc["redfish"]["url"].rsplit(":", 1)[1])}
+    ports = {all_ports[kind] for kind in kinds}
     while time.monotonic() < deadline:
-        text = log.read_text(errors="replace") if log.exists() else ""
+        text = log.read_bytes()[seen:].decode(errors="replace") if log.exists() else ""
         if all(f":{port}" in text for port in ports):
             return
         time.sleep(0.1)
@@ -93,11 +101,14 @@ def _wait_listening(bmc: dict[str, Any], log: Path) -> None:
                                f"see {log}")
 
 
-def stop(st: dict[str, Any], name: str) -> list[int]:
-    """Kill the host's emulators (if they still are); the PIDs signalled."""
+def stop(st: dict[str, Any], name: str, only: str | None = None) -> list[int]:
+    """Kill the host's emulators (`only`: just that one), if they still
+    run; the PIDs signalled."""
     bmc = st["hosts"][name].get("bmc") or {}
     killed = []
     for kind, mark in (("ipmi", IPMI_MARK), ("redfish", REDFISH_MARK)):
+        if only is not None and kind != only:
+            continue
         pid = (bmc.get(kind) or {}).get("pid")
         if pid and net.kill(pid, mark, bmc.get("password_file", "")):
             killed.append(pid)

@@ -42,10 +42,13 @@ def _rules(st: dict[str, Any], fault: str, percent: float | None) -> list[list[s
     return [["OUTPUT", *stat], ["INPUT", *stat]]
 
 
-def fail(lab_dir: Path, host: str, fault: str, percent: float | None = None) -> dict[str, Any]:
+def fail(lab_dir: Path, host: str, fault: str, percent: float | None = None,
+         only: str | None = None) -> dict[str, Any]:
     """Inject `fault` into `host`; returns what was done (with a timestamp)."""
     if fault not in FAULTS:
         raise ValidationError("fault", f"{fault!r} is not one of {', '.join(FAULTS)}")
+    if only is not None and (fault != "bmc-down" or only not in bmcs.KINDS):
+        raise ValidationError("only", f"{only!r}: --only takes ipmi or redfish, with bmc-down")
     st = state.load(lab_dir)
     h = _host(st, host)
     at = time.time()
@@ -57,10 +60,11 @@ def fail(lab_dir: Path, host: str, fault: str, percent: float | None = None) -> 
             raise Conflict(f"{host}: no running agent to kill")
         net.wait_gone([pid])
         return {"host": host, "fault": fault, "at": at, "killed": [pid]}
-    if fault == "bmc-down":
-        h["faults"].append({"kind": fault})
+    if fault == "bmc-down":  # `only`: just that BMC stops (ipmi or redfish)
+        h["faults"].append({"kind": fault, "only": only})
         state.save(lab_dir, st)
-        return {"host": host, "fault": fault, "at": at, "killed": bmcs.stop(st, host)}
+        return {"host": host, "fault": fault, "at": at, "only": only,
+                "killed": bmcs.stop(st, host, only)}
     if fault == "network-down":
         h["faults"].append({"kind": fault})
         state.save(lab_dir, st)
@@ -95,7 +99,7 @@ def heal(lab_dir: Path, host: str) -> dict[str, Any]:
         if fault["kind"] == "network-down":
             net.set_link(h["index"], up=True)
         if fault["kind"] == "bmc-down":
-            bmcs.start(lab_dir, st, host)
+            bmcs.start(lab_dir, st, host, fault.get("only"))
         for rule in fault.get("rules", []):
             with contextlib.suppress(net.LabCommandFailed):  # already gone
                 net.iptables(h["netns"], "-D", rule)
