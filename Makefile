@@ -35,6 +35,7 @@ test: $(STAMP)
 	$(BIN)/pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 demo: $(STAMP)
+	scripts/ensure-lab-deps.sh
 	$(BIN)/vmha demo
 
 clean:

@@ -220,6 +220,17 @@ class FencingConfig(_Section):
     secret_key_file: Path | None = None
 
 
+class CloudConfig(_Section):
+    """Which cloud vmha drives. `none`: instances are watched, never
+    started (recovery reports that no adapter is configured); `libvirt`:
+    vmha defines and starts domains through the hosts' agents."""
+
+    adapter: Literal["none", "libvirt"] = "none"
+    image_dir: Path | None = None  # libvirt: <image>/vmlinuz and <image>/initrd.img
+    request_timeout_s: float = Field(default=30.0, gt=0, le=300)  # one agent call
+    health_timeout_s: float = Field(default=1.0, gt=0, le=30)  # one health_url check
+
+
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -241,6 +252,7 @@ class Settings(BaseSettings):
     events: EventsConfig = Field(default_factory=EventsConfig)
     fencing: FencingConfig = Field(default_factory=FencingConfig)
     bmcs: dict[str, BmcConfig] = Field(default_factory=dict)
+    cloud: CloudConfig = Field(default_factory=CloudConfig)
     # Detector, fencing and recovery tunables: the keys and defaults of
     # vmha.engine.settings.ControllerSettings (checked by load_settings).
     controller: dict[str, Any] = Field(default_factory=dict)

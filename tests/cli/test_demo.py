@@ -17,7 +17,8 @@ def free_port() -> int:
 def test_demo_runs_shows_the_cluster_and_stops_its_controller(tmp_path: Path) -> None:
     vmha = Path(sys.executable).with_name("vmha")
     done = subprocess.run(
-        [str(vmha), "demo", "--no-hold", "--dir", str(tmp_path), "--port", str(free_port())],
+        [str(vmha), "demo", "--simulated", "--no-hold", "--dir", str(tmp_path),
+         "--port", str(free_port())],
         capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, check=False,
         env={"PATH": f"{vmha.parent}:/usr/bin:/bin", "COLUMNS": "200"},
     )

@@ -68,6 +68,7 @@ class Permission(str, enum.Enum):
     EVENTS_READ = "events:read"
     JOBS_READ = "jobs:read"
     AGENTS_REGISTER = "agents:register"
+    AGENTS_REPORT = "agents:report"  # domain events and inventory from host agents
     SUBSCRIPTIONS_READ = "subscriptions:read"
     SUBSCRIPTIONS_WRITE = "subscriptions:write"
 
@@ -84,7 +85,7 @@ ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "viewer": _READ,
     "project": frozenset({P.INSTANCES_READ, P.INSTANCES_WRITE, P.POLICIES_READ, P.EVENTS_READ,
                           P.SUBSCRIPTIONS_READ, P.SUBSCRIPTIONS_WRITE}),
-    "agent": frozenset({P.AGENTS_REGISTER}),
+    "agent": frozenset({P.AGENTS_REGISTER, P.AGENTS_REPORT}),
 }
 
 

@@ -6,7 +6,7 @@ dependency. Nothing here does I/O.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
@@ -47,6 +47,34 @@ class HostOperations(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class DomainReport:
+    """One domain event an agent reported (see docs/agent.md)."""
+
+    domain: str  # the libvirt UUID
+    name: str
+    kind: str  # started, stopped, crashed, watchdog, paused, resumed, rebooted, agent_*
+    detail: str = ""
+    requested: bool = False  # the stop/reset was asked through the agent's API
+    time: float = 0.0
+
+
+class AgentInbox(Protocol):
+    """Where the running controller takes what host agents report."""
+
+    async def domain_events(self, host: str, events: Sequence[DomainReport]) -> int:
+        """Handle the events in order; how many concerned known instances."""
+        ...
+
+    async def domain_inventory(self, host: str, domains: Sequence[Mapping[str, str]]) -> None: ...
+
+
+class InstanceLauncher(Protocol):
+    def launch(self, instance_id: str) -> None:
+        """Start defining and starting the instance (returns at once)."""
+        ...
+
+
 @dataclass
 class AppContext:
     settings: Settings
@@ -58,6 +86,8 @@ class AppContext:
     liveness: Callable[[], Mapping[str, Liveness]] | None = None
     operations: HostOperations | None = None
     bmc_box: SecretBox | None = None  # encrypts stored BMC passwords; None: no key set
+    inbox: AgentInbox | None = None
+    launcher: InstanceLauncher | None = None  # set when a cloud adapter defines instances
 
     def liveness_of(self, host: str) -> Liveness | None:
         return None if self.liveness is None else self.liveness().get(host)

@@ -132,7 +132,7 @@ class SpecModel(_In):
     `address` ...) or a whole domain `xml`. Not used with OpenStack."""
 
     image: str = Field(default="", max_length=255,
-                       description="image name under the controller's [libvirt] image_dir")
+                       description="image name under the controller's [cloud] image_dir")
     address: str = Field(default="", max_length=64, description="guest ADDRESS/PREFIX")
     gateway: str = Field(default="", max_length=64)
     mac: str = Field(default="", max_length=17, description="derived from the id when empty")

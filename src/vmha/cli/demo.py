@@ -1,4 +1,8 @@
-"""`vmha demo`: a working controller with an example cluster, on one machine.
+"""`vmha demo`: the main job. By default the real lab (`vmha.cli.labdemo`):
+QEMU guests on namespaced hosts, a host powered off, guests failing, every
+recovery narrated. `--simulated` is the lighter demo below.
+
+`vmha demo --simulated`: a working controller with an example cluster.
 
 Writes a throw-away config (SQLite, a random admin token) under a demo
 directory, starts `vmha serve` as a child process, registers an example
@@ -31,6 +35,7 @@ import httpx
 import typer
 from rich.console import Console
 
+from vmha.errors import VmhaError
 from vmha.sim.runner import run_scenario
 from vmha.sim.scenario import load_scenario
 
@@ -185,9 +190,33 @@ def demo(
     port: int = typer.Option(8790, help="Preferred API port (another free one if taken)."),
     hold: bool | None = typer.Option(
         None, "--hold/--no-hold",
-        help="Keep the controller running until Ctrl-C (default: only when interactive).",
+        help="--simulated: keep the controller running until Ctrl-C "
+             "(default: only when interactive).",
     ),
+    keep: bool = typer.Option(False, "--keep", help="Leave the lab running at the end."),
+    simulated: bool = typer.Option(
+        False, "--simulated",
+        help="No lab: a controller with an example cluster, failures in the simulator."),
 ) -> None:
+    """Keep my VMs running: a real lab with QEMU guests, a host powered off, a guest
+    panicked and hung, each recovered (needs root). --simulated needs nothing."""
+    if simulated:
+        simulated_demo(directory, port, hold)
+        return
+    if os.geteuid() != 0:
+        console.print("[red]vmha demo needs root[/red] (network namespaces, QEMU guests); "
+                      "run it with sudo, or use `vmha demo --simulated`")
+        raise typer.Exit(2)
+    from vmha.cli import labdemo  # the lab is only imported when it runs
+
+    try:
+        labdemo.run((directory / "lab").resolve(), keep)
+    except VmhaError as exc:
+        console.print(f"[red]demo failed:[/red] {exc.detail}")
+        raise typer.Exit(1) from None
+
+
+def simulated_demo(directory: Path, port: int, hold: bool | None) -> None:
     """Start a controller with an example cluster and show it through the CLI."""
     token = secrets.token_urlsafe(24)
     port = free_port(port)

@@ -27,7 +27,7 @@ import os
 import random
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -41,18 +41,20 @@ from vmha.adapters.bus.amqp import (
 )
 from vmha.adapters.bus.dispatcher import Dispatcher, DispatchSettings
 from vmha.adapters.bus.webhook import WebhookSender
+from vmha.adapters.cloud.libvirt import LibvirtCloud, domain_uuid
 from vmha.adapters.cloud.none import NoCloud
 from vmha.adapters.fencing.secrets import KEY_ENV, load_box
 from vmha.adapters.heartbeat import start_receiver
 from vmha.adapters.peer.http import HttpPeerProber
-from vmha.api.context import Liveness
+from vmha.api.context import DomainReport, Liveness
 from vmha.api.routes.stream import close_streams
 from vmha.cli.fencers import build_fencers
 from vmha.config import EventsConfig, Settings, controller_settings
 from vmha.domain.errors import NotFound, VmhaError
-from vmha.domain.model import Job
+from vmha.domain.model import Instance, Job
+from vmha.domain.policy import HAPolicy
 from vmha.engine.controller import Controller
-from vmha.ports import Clock, Fencer, IdGen, Store
+from vmha.ports import Clock, Cloud, Fencer, IdGen, Store
 
 log = logging.getLogger("vmha.serve")
 
@@ -136,10 +138,18 @@ class Service:
         self.prober = HttpPeerProber(store)
         self.bmc_box = load_box(settings.fencing.secret_key_file, os.environ.get(KEY_ENV))
         self.fencers = build_fencers(settings, self._bmc_of, store, self.bmc_box)
+        self.libvirt: LibvirtCloud | None = None
+        cloud: Cloud = NoCloud()
+        if settings.cloud.adapter == "libvirt":
+            cfg = settings.cloud
+            self.libvirt = cloud = LibvirtCloud(
+                store, self._policy_of, cfg.image_dir, cfg.request_timeout_s,
+                cfg.health_timeout_s)
         self.engine = Controller(
             controller_settings(settings), store, clock, ids,
-            fencers=self.fencers, cloud=NoCloud(), prober=self.prober,
+            fencers=self.fencers, cloud=cloud, prober=self.prober,
         )
+        self.domains: dict[str, dict[str, dict[str, str]]] = {}  # host -> uuid -> domain
         self.secrets = AgentSecrets(store)
         ev = settings.events
         webhooks = WebhookSender(clock, timeout_s=ev.timeout_s, source=ev.source,
@@ -158,6 +168,9 @@ class Service:
         app.state.vmha.liveness = self.liveness
         app.state.vmha.operations = self
         app.state.vmha.bmc_box = self.bmc_box
+        app.state.vmha.inbox = self
+        if self.libvirt is not None:
+            app.state.vmha.launcher = self.engine
 
     def ensure_amqp_subscription(self) -> None:
         """The internal subscription whose cursor drives AMQP publishing:
@@ -201,6 +214,42 @@ class Service:
 
     async def set_scheduling(self, host: str, enabled: bool, who: str, reason: str) -> None:
         await self.engine.set_scheduling(host, enabled, who, reason)
+
+    def _policy_of(self, instance: Instance) -> HAPolicy:
+        cluster = self.engine.cluster
+        return cluster.policy_of(instance, cluster.hosts.get(instance.host or ""))
+
+    def _instance_ids(self) -> dict[str, str]:
+        """Domain UUID -> instance id, for the instances the engine knows."""
+        return {domain_uuid(i.id): i.id for i in self.engine.cluster.instances()}
+
+    async def domain_events(self, host: str, events: Sequence[DomainReport]) -> int:
+        """Agents' domain events, in order, to the engine (libvirt mode)."""
+        ids = self._instance_ids()
+        known = 0
+        for ev in events:
+            view = self.domains.setdefault(host, {}).setdefault(ev.domain, {})
+            view.update(uuid=ev.domain, name=ev.name, last_event=ev.kind)
+            iid = ids.get(ev.domain)
+            if iid is None:
+                log.info("domain event %s of unknown domain %s (%s) on %s ignored", ev.kind,
+                         ev.name, ev.domain, host)
+                continue
+            known += 1
+            await self.engine.domain_event(host, iid, ev.kind, ev.detail, ev.requested)
+        return known
+
+    async def domain_inventory(self, host: str, domains: Sequence[Mapping[str, str]]) -> None:
+        self.domains[host] = {d["uuid"]: dict(d) for d in domains}
+        log.debug("inventory of %s: %d domains", host, len(domains))
+
+    async def instance_action(self, instance_id: str, action: str, target: str | None,
+                              who: str) -> Job:
+        return await self.engine.instance_action(instance_id, action, target, who)
+
+    async def decide(self, token: str, action: str, who: str,
+                     project: str | None = None) -> tuple[Job, Job | None]:
+        return await self.engine.decide(token, action, who, project)
 
     def _bmc_of(self, host: str) -> str:
         """The `[bmcs.<name>]` entry of a host: its `bmc` field, else its name."""
@@ -246,6 +295,8 @@ class Service:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.prober.aclose()
+            if self.libvirt is not None:
+                await self.libvirt.aclose()
             await self.sender.aclose()
 
     def close(self) -> None:

@@ -81,8 +81,8 @@ class Launcher:
         inst = self.cluster.get_instance(instance_id)
         if inst is None or inst.spec is None:
             return
-        host = self.cluster.hosts.get(inst.host) if inst.host else pick_host(self.cluster, None)
-        if host is None or host.state is not HostState.UP:
+        host = await self._host_for(inst)
+        if host is None:
             self._failed(inst, f"no up host to start it on (asked for {inst.host or 'any'})")
             return
         if inst.host != host.name:
@@ -101,6 +101,20 @@ class Launcher:
         else:
             self._failed(inst, f"not running on {host.name} after "
                                f"{self.settings.verify_timeout_s:g} s")
+
+    async def _host_for(self, inst: Instance) -> Host | None:
+        """Its host (or the least loaded one) once up; a host that registered
+        a moment ago may not be loaded yet, so look again for a while."""
+        deadline = self.clock.now() + self.settings.verify_timeout_s
+        while True:
+            host = (self.cluster.hosts.get(inst.host) if inst.host
+                    else pick_host(self.cluster, None))
+            if host is not None and host.state is HostState.UP:
+                return host
+            if self.clock.now() >= deadline:
+                return None
+            await self.clock.sleep(self.settings.verify_poll_s)
+            self.cluster.refresh()
 
     async def _running(self, inst: Instance, host: str) -> bool:
         deadline = self.clock.now() + self.settings.verify_timeout_s

@@ -81,6 +81,14 @@ def bmc_sections(bmcs: Mapping[str, Any]) -> str:
     return "".join(line + "\n" for line in out)
 
 
+def cloud_section(settings: Mapping[str, Any]) -> str:
+    """The lab's agents run libvirt: the controller drives them (libvirt cloud)."""
+    if not settings.get("image_dir"):
+        return ""
+    return ('[cloud]\nadapter = "libvirt"\n'
+            f"image_dir = {json.dumps(str(settings['image_dir']))}\n")
+
+
 def write_config(ctl_dir: Path, address: str, port: int, tokens: Mapping[str, str],
                  settings: Mapping[str, Any], bmcs: Mapping[str, Any] | None = None) -> Path:
     ctl_dir.mkdir(parents=True, exist_ok=True)
@@ -102,6 +110,7 @@ def write_config(ctl_dir: Path, address: str, port: int, tokens: Mapping[str, st
         f"self_fence_deadline_s = {self_fence_deadline(settings)}\n"
         f"default_fence_levels = {q(LEVELS_WITH_BMC if bmcs else LEVELS_WITHOUT_BMC)}\n"
         + "".join(f"{k} = {q(v)}\n" for k, v in sorted(settings.get("controller", {}).items()))
+        + cloud_section(settings)
         + bmc_sections(bmcs or {})
     )
     path.chmod(0o600)
@@ -119,15 +128,24 @@ def wait_healthy(url: str, timeout_s: float = 20.0) -> bool:
     return False
 
 
-def create_segment(url: str, token: str, name: str) -> None:
-    """The lab's segment, so that registering agents have a home."""
+def api_request(url: str, token: str, method: str, path: str, body: Any = None,
+                timeout_s: float = 10.0) -> Any:
+    """One call to the lab's controller API; its JSON answer (None if empty).
+    HTTP errors raise urllib.error.HTTPError (its `code` says which)."""
     req = urllib.request.Request(  # noqa: S310 - our own controller on the lab bridge
-        f"{url}/v1/segments", data=json.dumps({"name": name}).encode(), method="POST",
+        f"{url}{path}", method=method,
+        data=None if body is None else json.dumps(body).encode(),
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
     )
+    with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310
+        raw = resp.read()
+    return json.loads(raw) if raw else None
+
+
+def create_segment(url: str, token: str, name: str) -> None:
+    """The lab's segment, so that registering agents have a home."""
     try:
-        with urllib.request.urlopen(req, timeout=10):  # noqa: S310
-            return
+        api_request(url, token, "POST", "/v1/segments", {"name": name})
     except urllib.error.HTTPError as exc:
         if exc.code != 409:  # already there (a restarted controller): fine
             raise net.LabCommandFailed(
@@ -153,3 +171,28 @@ def start_controller(lab_dir: Path, port: int, token: str, settings: Mapping[str
         create_segment(url, token, segment)
     return {"url": url, "token": token, "agent_token": agent_token, "pid": pid,
             "config": str(cfg), "healthy": healthy}
+
+
+def kill_controller(ctl: dict[str, Any]) -> int | None:
+    """SIGKILL the lab's controller (a crash, for tests); its PID, or None if
+    it was not running. `ctl` is lab.json's controller record."""
+    pid = ctl.get("pid")
+    if not pid or not net.kill(pid, SERVE_MARKER, ctl.get("config", "")):
+        return None
+    net.wait_gone([pid])
+    return int(pid)
+
+
+def restart_controller(ctl: dict[str, Any], timeout_s: float = 20.0) -> int:
+    """Start the lab's controller again on its existing config and store
+    (after `kill_controller`); updates `ctl` with the new PID."""
+    script = vmha_script()
+    if script is None or not ctl.get("config"):
+        raise net.LabCommandFailed("the lab has no controller to restart")
+    cfg = Path(ctl["config"])
+    ctl["pid"] = net.spawn_detached([script, "serve", "--config", str(cfg)],
+                                    cfg.parent / "serve.log")
+    ctl["healthy"] = wait_healthy(ctl["url"], timeout_s)
+    if not ctl["healthy"]:
+        raise net.LabCommandFailed(f"the controller did not come back; see {cfg.parent}/serve.log")
+    return int(ctl["pid"])

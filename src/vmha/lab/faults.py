@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vmha.errors import Conflict, NotFound, ValidationError
-from vmha.lab import bmcs, net, state
+from vmha.lab import bmcs, net, state, vms
 from vmha.lab.controller import SERVE_MARKER
 from vmha.lab.lab import (
     AGENT_MARK,
@@ -44,7 +44,10 @@ def _rules(st: dict[str, Any], fault: str, percent: float | None) -> list[list[s
 
 def fail(lab_dir: Path, host: str, fault: str, percent: float | None = None,
          only: str | None = None) -> dict[str, Any]:
-    """Inject `fault` into `host`; returns what was done (with a timestamp)."""
+    """Inject `fault` into `host` (or into VM `host` for the guest faults of
+    `vmha.lab.vms`); returns what was done (with a timestamp)."""
+    if fault in vms.GUEST_FAULTS:
+        return vms.guest_fault(lab_dir, host, fault)
     if fault not in FAULTS:
         raise ValidationError("fault", f"{fault!r} is not one of {', '.join(FAULTS)}")
     if only is not None and (fault != "bmc-down" or only not in bmcs.KINDS):

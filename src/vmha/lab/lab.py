@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import sys
 import time
 import urllib.request
@@ -22,8 +23,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vmha.config import default_data_dir
 from vmha.errors import Conflict, NotFound, ValidationError
-from vmha.lab import bmcs, net, state
+from vmha.lab import bmcs, net, state, vms
 from vmha.lab.controller import start_controller
 
 SEGMENT = "lab"
@@ -48,6 +50,12 @@ class LabSettings:
     # Extra [controller] settings for the lab's controller (ControllerSettings
     # keys), e.g. {"host_return_healthy_s": 5} for tests and benchmarks.
     controller: Mapping[str, Any] = field(default_factory=dict)
+    # Protected QEMU guests vm1..vmN (vmha.lab.vms), spread over the hosts.
+    vms: int = 0
+    # Guest images for the controller's libvirt cloud ("" = the shared
+    # default, /var/lib/vmha/images); `guests=False` leaves the cloud off.
+    guests: bool = True
+    image_dir: str = ""
 
     def validate(self) -> None:
         if not 1 <= self.hosts <= net.MAX_HOSTS:
@@ -55,6 +63,10 @@ class LabSettings:
         for name in ("controller_port", "heartbeat_port"):
             if not 0 < getattr(self, name) < 32768:
                 raise ValidationError(name, "must be below 32768 (ephemeral range)")
+        if not 0 <= self.vms <= 100:
+            raise ValidationError("vms", f"{self.vms} is not in 0..100")
+        if self.vms and not (self.guests and self.start_controller):
+            raise ValidationError("vms", "VMs need the controller and guests")
         if self.isolation_action not in ("stop-vms", "reboot", "none"):
             raise ValidationError("isolation_action", "must be stop-vms, reboot or none")
 
@@ -88,7 +100,7 @@ def _agent_toml(st: dict[str, Any], name: str) -> str:
         "[watchdog]", 'backend = "lab"', f"socket = {q(str(Path(h['dir']) / 'reaper.sock'))}",
         f"timeout_s = {s['watchdog_timeout_s']}",
         "[capacity]", "vcpus = 4", "ram_mb = 8192", "disk_gb = 100",
-        "[hypervisor]", f"uri = {q('qemu:///embed?root=' + str(Path(h['dir']) / 'libvirt'))}",
+        "[hypervisor]", f"uri = {q('qemu:///embed?root=' + h['libvirt_root'])}",
     ]
     return "\n".join(lines) + "\n"
 
@@ -116,8 +128,14 @@ def up(lab_dir: Path, settings: LabSettings) -> dict[str, Any]:
                        "skipped": "not requested (--no-controller)"},
         "hosts": {},
     }
+    if settings.guests:
+        image_root = Path(settings.image_dir) if settings.image_dir else vms.default_image_root()
+        vms.prepare_image(image_root)
+        st["settings"]["image_dir"] = str(image_root)
     state.save(lab_dir, st)
     net.ensure_bridge()
+    if settings.guests:
+        vms.ensure_vm_network()
     for i in range(1, settings.hosts + 1):
         _add_host(lab_dir, st, i)
     if settings.bmcs:
@@ -125,7 +143,7 @@ def up(lab_dir: Path, settings: LabSettings) -> dict[str, Any]:
             bmcs.start(lab_dir, st, name)
     if settings.start_controller:
         st["controller"] = start_controller(
-            lab_dir, settings.controller_port, st["controller"]["token"], asdict(settings),
+            lab_dir, settings.controller_port, st["controller"]["token"], st["settings"],
             SEGMENT, {n: h.get("bmc") for n, h in st["hosts"].items()},
         )
         state.save(lab_dir, st)
@@ -134,6 +152,8 @@ def up(lab_dir: Path, settings: LabSettings) -> dict[str, Any]:
         _start_host(lab_dir, st, name)
     for name in st["hosts"]:
         _wait_agent(st, name)
+    if settings.vms:
+        vms.create(lab_dir, settings.vms)
     return status(lab_dir)
 
 
@@ -146,10 +166,30 @@ def _add_host(lab_dir: Path, st: dict[str, Any], index: int) -> None:
         "index": index, "netns": net.netns_name(index), "veth": net.veth_name(index),
         "address": net.host_address(index), "dir": str(hdir), "secret": secrets.token_hex(32),
         "config": str(hdir / "agent.toml"), "unshare_pid": None, "pid1": None,
-        "powered": False, "faults": [],
+        "powered": False, "faults": [], "libvirt_root": str(_fresh_libvirt_root(hdir, name)),
     }
     state.save(lab_dir, st)  # recorded before it exists: `down` finds half-made hosts
     net.create_host_net(index)
+
+
+def _fresh_libvirt_root(hdir: Path, name: str) -> Path:
+    """The host's embedded libvirt root: a short fixed path (QEMU's unix
+    socket paths under it must stay below 108 bytes), emptied of an earlier
+    lab's domains but keeping QEMU's capability cache (~4 s per new root),
+    and linked from the host's directory as `libvirt`."""
+    root = default_data_dir() / "hv" / name
+    if root.is_dir():
+        for entry in root.iterdir():
+            if entry.is_dir() and entry.name != "cache":
+                shutil.rmtree(entry)
+            elif not entry.is_dir():
+                entry.unlink()
+    root.mkdir(parents=True, exist_ok=True)
+    link = hdir / "libvirt"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(root)
+    return root
 
 
 def _start_host(lab_dir: Path, st: dict[str, Any], name: str) -> None:
@@ -246,5 +286,5 @@ def status(lab_dir: Path) -> dict[str, Any]:
             "heartbeat": f"{net.BRIDGE_ADDR}:{st['settings']['heartbeat_port']}",
             "controller": {"url": ctl.get("url"), "token": ctl.get("token"),
                            **({"skipped": ctl["skipped"]} if ctl.get("skipped") else {})},
-            "hosts": hosts}
+            "hosts": hosts, **(vms.status(lab_dir) if st.get("vms") else {})}
 
