@@ -16,6 +16,7 @@ from vmha.agent.http import AgentApi
 from vmha.agent.runtime import Agent, Identity
 
 SEG = b"g" * 32
+UUID = "6f1c9e4e-7c1a-4d2e-9a51-0c7f00000001"
 
 
 async def http(port: int, method: str, path: str, body: Any = None, token: str | None = TOKEN
@@ -109,5 +110,32 @@ def test_heartbeats_are_acked_and_count_as_contact(tmp_path: Path) -> None:
         assert [(h, s) for h, s, _ in got] == [("a", 1), ("a", 2), ("a", 3)]
         assert a.metrics["acks"] == 3 and receiver.metrics["accepted"] == 3
         assert a.monitor.controller_silent_for(SystemClock().now()) < 0.2
+
+    run(tmp_path, body)
+
+
+def test_without_a_hypervisor_the_domain_api_says_so(tmp_path: Path) -> None:
+    async def body(a: Agent, b: Agent, pa: int, pb: int, hb: int) -> None:
+        for method, path in (("GET", "/v1/domains"), ("GET", f"/v1/domains/{UUID}"),
+                             ("POST", f"/v1/domains/{UUID}/actions")):
+            status, err = await http(pa, method, path, {"action": "start"})
+            assert status == 404
+            assert err["detail"].startswith("no hypervisor configured on a: set [hypervisor]")
+        status, health = await http(pa, "GET", "/v1/health")
+        assert status == 200 and health["hypervisor"] is None
+
+    run(tmp_path, body)
+
+
+def test_domain_bodies_up_to_256_kib_are_read_and_larger_ones_refused(tmp_path: Path) -> None:
+    async def body(a: Agent, b: Agent, pa: int, pb: int, hb: int) -> None:
+        status, err = await http(pa, "PUT", f"/v1/domains/{UUID}", {"xml": "x" * 200_000})
+        assert status == 404 and "no hypervisor" in err["detail"]  # read, then routed
+        reader, writer = await asyncio.open_connection("127.0.0.1", pa)
+        writer.write(f"PUT /v1/domains/{UUID} HTTP/1.1\r\nContent-Length: 300000\r\n\r\n"
+                     .encode())  # refused on the declared length, before any body
+        raw = await reader.read()
+        writer.close()
+        assert raw.split()[1] == b"413" and b"262144" in raw
 
     run(tmp_path, body)

@@ -10,7 +10,6 @@ the root's run state. Run under the lab lock:
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import signal
@@ -332,31 +331,3 @@ async def act(client: httpx.AsyncClient, base: str, u: str, action: str, status:
     else:
         assert resp.headers["content-type"] == "application/problem+json"
     return data
-
-
-def test_without_a_hypervisor_the_domain_api_says_so(tmp_path: Path) -> None:
-    from agentkit import FakeWatchdog, config
-
-    from vmha.adapters.system import SystemClock
-    from vmha.agent.http import AgentApi
-    from vmha.agent.runtime import Agent, Identity
-
-    async def main() -> None:
-        port = free_port()
-        cfg = config(tmp_path, api={"listen": f"127.0.0.1:{port}", "token": TOKEN})
-        agent = Agent(cfg, Identity("host1", "lab", b"b" * 8, b"s" * 32, None), SystemClock(),
-                      FakeWatchdog())
-        api = AgentApi(agent, TOKEN)
-        await api.start("127.0.0.1", port)
-        try:
-            async with httpx.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}) as c:
-                resp = await c.get(f"http://127.0.0.1:{port}/v1/domains")
-                assert resp.status_code == 404
-                assert json.loads(resp.text)["detail"].startswith(
-                    "no hypervisor configured on host1")
-                health = (await c.get(f"http://127.0.0.1:{port}/v1/health")).json()
-                assert health["hypervisor"] is None
-        finally:
-            await api.stop()
-
-    asyncio.run(main())

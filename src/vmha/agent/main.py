@@ -28,7 +28,6 @@ from vmha.agent.config import AgentConfig, load_agent_config
 from vmha.agent.domains import DomainEvent
 from vmha.agent.http import AgentApi
 from vmha.agent.register import register
-from vmha.agent.report import EventReporter
 from vmha.agent.runtime import Agent, Identity, StopVms, no_local_domains, run_schedule
 from vmha.agent.state import AgentState, load_state, save_state
 from vmha.agent.watchdog import DevWatchdog, LabWatchdog, NullWatchdog, Watchdog
@@ -37,6 +36,7 @@ from vmha.ports import Clock, IdGen
 
 if TYPE_CHECKING:
     from vmha.agent.hypervisor import LibvirtHypervisor
+    from vmha.agent.report import EventReporter
 
 log = logging.getLogger("vmha.agent")
 
@@ -95,6 +95,8 @@ async def open_hypervisor(
     except ImportError as exc:
         raise ConfigError(f"hypervisor.uri is set but libvirt-python cannot be imported "
                           f"({exc}); install vmha[libvirt] or empty the uri") from exc
+    from vmha.agent.report import EventReporter  # only agents with a hypervisor report
+
     reporter: EventReporter | None = None
     if cfg.controller.url:
         reporter = EventReporter(cfg.controller.url, cfg.host, cfg.controller.token_value(),
