@@ -275,7 +275,7 @@ def test_target_powered_off_mid_recovery_is_replanned(lab: Lab) -> None:
     faults.fail(lab.dir, victim, "power-off")
     first = wait_for(lambda: lab.events("instance.evacuating", iid, since), 60,
                      f"{name} evacuating")
-    target = first[0]["payload"].get("target") or first[0]["payload"].get("to")
+    target = first[0]["payload"]["target"]
     assert target in ("host1", "host2", "host3") and target != victim
     faults.fail(lab.dir, target, "power-off")
     third = ({"host1", "host2", "host3"} - {victim, target}).pop()

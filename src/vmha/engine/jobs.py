@@ -254,7 +254,7 @@ class JobRunner:
         new = replace(inst, state=u.state or inst.state, host=u.host or inst.host)
         severity = Severity.ERROR if u.event_type == "instance.unplaceable" else Severity.INFO
         events = [make_event(new, u.event_type, now, u.reason, severity, job=job.id,
-                             source=job.subject)] if u.event_type else []
+                             source=job.subject, target=new.host)] if u.event_type else []
         self.cluster.update_instance(new, events)
 
     # -- performing intents -------------------------------------------------------
