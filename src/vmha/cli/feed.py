@@ -1,14 +1,13 @@
 """`vmha event list|tail` and `vmha job list|show`, through the REST API.
 
-`event tail` polls `GET /v1/events?since=<cursor>` every `--interval`
-seconds and prints one line per event until Ctrl-C (server-sent events
-will replace the polling later). Talks only to the API.
+`event tail` follows the Server-Sent Events stream (`vmha.cli.tail`):
+one line per event as it commits, reconnecting with `Last-Event-ID`
+after a drop, until Ctrl-C or `--count` events. Talks only to the API.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -16,9 +15,7 @@ import typer
 
 from vmha.cli.client import DEFAULT_URL, ApiClient, AsJson, Token, Url, cli_errors, connect
 from vmha.cli.output import Column, field, print_json, print_page, print_table, when
-
-PAGE = 1000
-pause = time.sleep  # between polls; a test replaces it to stop the loop
+from vmha.cli.tail import EventTail
 
 event_app = typer.Typer(help="Events: what happened, in order.", no_args_is_help=True)
 job_app = typer.Typer(help="Recovery jobs and their steps.", no_args_is_help=True)
@@ -69,37 +66,24 @@ def event_list(
         typer.echo(f"(more: repeat with --since {page['next_since']})", err=True)
 
 
-def _latest_id(api: ApiClient, types: list[str]) -> int:
-    """The cursor after the last stored event (skips the history once)."""
-    since = 0
-    while True:
-        page = _events(api, since, types, limit=PAGE)
-        since = page["next_since"]
-        if len(page["items"]) < PAGE:
-            return int(since)
-
-
 @event_app.command("tail")
 @cli_errors
 def event_tail(
     event_type: Types = None,
     since: Annotated[int | None, typer.Option(
         "--since", help="Start after this id (default: only new events).")] = None,
-    interval: Annotated[float, typer.Option("--interval", min=0.1)] = 1.0,
+    count: Annotated[int | None, typer.Option(
+        "--count", min=1, help="Exit after printing this many events.")] = None,
     url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False,
 ) -> None:
-    """Print events as they happen, one line each, until Ctrl-C."""
-    types = event_type or []
-    with connect(url, token) as api:
-        cursor = _latest_id(api, types) if since is None else since
+    """Print events as they happen (server-sent events), one line each, until
+    Ctrl-C; reconnects by itself and resumes after the last printed event."""
+    def show(event: dict[str, Any]) -> None:
+        typer.echo(print_json_line(event) if as_json else event_line(event))
+
+    with EventTail(url, token, event_type or [], since, show, count) as tail:
         try:
-            while True:
-                page = _events(api, cursor, types, limit=PAGE)
-                for event in page["items"]:
-                    typer.echo(print_json_line(event) if as_json else event_line(event))
-                cursor = page["next_since"]
-                if len(page["items"]) < PAGE:
-                    pause(interval)
+            tail.run()
         except KeyboardInterrupt:
             return
 
