@@ -283,3 +283,28 @@ def test_target_powered_off_mid_recovery_is_replanned(lab: Lab) -> None:
              150, f"{name} replanned onto {third}")
     back_up(lab, victim)
     back_up(lab, target)
+
+
+def test_not_enough_capacity_recovers_the_highest_priorities(lab: Lab) -> None:
+    placed = {n: lab.vm(n)["host"] for n in lab.ids}
+    victim = max(("host1", "host2", "host3"), key=lambda h: list(placed.values()).count(h))
+    moved = sorted((n for n, h in placed.items() if h == victim),
+                   key=lambda n: POLICIES[int(n[2:]) - 1]["priority"], reverse=True)
+    assert len(moved) >= 2, f"{victim} carries {moved}: the test needs two"
+    survivors = sorted({"host1", "host2", "host3"} - {victim})
+    # room for exactly one more 1-vCPU/128 MiB guest among the survivors
+    for extra, host in zip((1, 0), survivors, strict=True):
+        used = list(placed.values()).count(host)
+        lab.api.patch(f"/v1/hosts/{host}", json={"capacity": {
+            "vcpus": used + extra, "ram_mb": 128 * (used + extra), "disk_gb": 100}})
+    time.sleep(2.5)  # the engine re-reads hosts every 2 s
+    since = lab.cursor()
+    faults.fail(lab.dir, victim, "power-off")
+    first, rest = moved[0], moved[1:]
+    wait_for(lambda: app_answers(lab.vm(first)["address"]) and lab.vm(first)["host"]
+             == survivors[0], 90, f"{first} (highest priority) on {survivors[0]}")
+    for name in rest:
+        got = wait_for(lambda n=name: lab.events("instance.unplaceable", lab.ids[n], since),
+                       60, f"{name} reported unplaceable")
+        assert "free" in got[0]["payload"]["reason"]  # "no host with 1 vCPU / 128 MB free"
+        assert lab.vm(name)["qemu_on"] == []
