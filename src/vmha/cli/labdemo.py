@@ -105,9 +105,15 @@ def _describe(ev: dict[str, Any], names: Mapping[str, str]) -> str:
 
 
 def _follow(narrator: Narrator, failure: Failure, names: Mapping[str, str],
-            until: Callable[[], bool], timeout_s: float) -> None:
+            until: Callable[[], bool], timeout_s: float,
+            per_subject: Mapping[str, Failure] | None = None) -> None:
+    """Narrate events until `until()`; each event's time goes to the failure
+    of its subject (an instance) when there is one, and to `failure`."""
     def on_event(ev: dict[str, Any], t: float) -> None:
         failure.times.setdefault(ev["type"], t)
+        mine = (per_subject or {}).get(names.get(ev["subject"], ""))
+        if mine is not None:
+            mine.times.setdefault(ev["type"], t)
         _say(t, _describe(ev, names))
 
     deadline = time.time() + timeout_s
@@ -138,11 +144,15 @@ def _power_off(lab_dir: Path, narrator: Narrator, names: Mapping[str, str]) -> l
             if "app answering" not in per_vm[vm].times and _app_answers(addresses[vm]):
                 per_vm[vm].times["app answering"] = now
                 _say(now, f"[green]{vm} answers again at {addresses[vm]}[/green]")
-        return all("app answering" in f.times for f in per_vm.values())
+        return (all("app answering" in f.times for f in per_vm.values())
+                and "job.done" in host_failure.times)
 
-    _follow(narrator, host_failure, names, all_back, 120)
+    _follow(narrator, host_failure, names, all_back, 120, per_vm)
     for f in per_vm.values():
         f.times.update({k: v for k, v in host_failure.times.items() if k.startswith("host.")})
+    answered = [f.times["app answering"] for f in per_vm.values() if "app answering" in f.times]
+    if answered:
+        host_failure.times["app answering"] = max(answered)  # the last VM back
     now = lab_ops.status(lab_dir)["instances"]
     for vm in moved:
         console.print(f"  {vm}: now on {now[vm]['host']} (running on "
@@ -152,7 +162,8 @@ def _power_off(lab_dir: Path, narrator: Narrator, names: Mapping[str, str]) -> l
 
 def _guest_fault(lab_dir: Path, narrator: Narrator, names: Mapping[str, str], vm: str,
                  fault: str, expect: str) -> Failure:
-    console.print(f"\n[bold]{fault} in {vm}[/bold] (policy: {DEMO_VMS[vm][1]})")
+    policy = ", ".join(f"{k} {v}" for k, v in DEMO_VMS[vm][1].items())
+    console.print(f"\n[bold]{fault} in {vm}[/bold] (policy: {policy})")
     failure = Failure(fault, vm, vms.guest_fault(lab_dir, vm, fault)["at"])
     address = lab_ops.status(lab_dir)["instances"][vm]["address"]
     if expect == "notify":
