@@ -151,3 +151,25 @@ def test_jobs(vmha: Vmha, server: Any) -> None:
     assert evacuate.split()[1] == "running"
     as_json = json.loads(_ok(vmha("job", "show", "job-7", "--json")))
     assert as_json["steps"][0]["duration_s"] == 2.25
+
+
+def test_instance_create_with_a_spec(vmha: Vmha, tmp_path: Path) -> None:
+    _ok(vmha("segment", "create", "lab"))
+    _ok(vmha("host", "create", "hv1", "--segment", "lab"))
+    created = json.loads(_ok(vmha(
+        "instance", "create", "vm1", "--host", "hv1", "--image", "lab",
+        "--address", "198.18.1.11/24", "--health-url", "http://198.18.1.11:8080/health",
+        "--json")))
+    assert created["spec"]["image"] == "lab"
+    assert created["spec"]["address"] == "198.18.1.11/24"
+    xml = tmp_path / "vm2.xml"
+    xml.write_text("<domain type='qemu'><name>x</name></domain>")
+    created = json.loads(_ok(vmha("instance", "create", "vm2", "--domain-xml", str(xml),
+                                  "--json")))
+    assert created["spec"]["xml"].startswith("<domain")
+    both = vmha("instance", "create", "vm3", "--domain-xml", str(xml), "--image", "lab")
+    assert both.exit_code != 0 and "not both" in both.stderr
+    lonely = vmha("instance", "create", "vm3", "--address", "198.18.1.13/24")
+    assert lonely.exit_code != 0 and "need --image" in lonely.stderr
+    bad = vmha("instance", "create", "vm3", "--image", "lab", "--address", "nope")
+    assert bad.exit_code != 0 and "spec.address" in bad.stderr

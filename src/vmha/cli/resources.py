@@ -439,15 +439,42 @@ def instance_create(
     host: HostOpt = None, project: ProjectOpt = None, vcpus: VcpusOpt = None,
     ram_mb: RamOpt = None, disk_gb: DiskOpt = None, policy_name: PolicyNameOpt = None,
     policy_file: PolicyFile = None, anti_affinity_group: AntiAffinityOpt = None,
+    image: Annotated[str | None, typer.Option(
+        "--image", help="libvirt mode: define it from this image (vmha starts it).")] = None,
+    address: Annotated[str | None, typer.Option(
+        "--address", help="libvirt mode: the guest's ADDRESS/PREFIX.")] = None,
+    health_url: Annotated[str | None, typer.Option(
+        "--health-url", help="libvirt mode: answers 200 when the application is up.")] = None,
+    domain_xml: Annotated[Path | None, typer.Option(
+        "--domain-xml", help="libvirt mode: a file with a whole libvirt <domain>.")] = None,
     url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False,
 ) -> None:
-    """Protect an instance (the id is generated unless --id is given)."""
+    """Protect an instance (the id is generated unless --id is given). With --image or
+    --domain-xml (libvirt mode) vmha defines and starts it on --host (or picks one)."""
     body = _given(id=instance_id, name=name, host=host, project=project,
                   resources=_capacity({}, vcpus, ram_mb, disk_gb), policy_name=policy_name,
                   policy=read_policy_file(policy_file) if policy_file else None,
-                  anti_affinity_group=anti_affinity_group)
+                  anti_affinity_group=anti_affinity_group,
+                  spec=_spec(image, address, health_url, domain_xml))
     with connect(url, token) as api:
         _shown(api.post("/v1/instances", body), as_json)
+
+
+def _spec(image: str | None, address: str | None, health_url: str | None,
+          domain_xml: Path | None) -> dict[str, str] | None:
+    """The instance's spec from the options, None when none was given."""
+    if domain_xml is not None:
+        if image or address:
+            raise CliError("give --image (and --address) or --domain-xml, not both")
+        try:
+            return {"xml": domain_xml.read_text()}
+        except OSError as exc:
+            raise CliError(f"cannot read {domain_xml}: {exc.strerror}") from exc
+    if image is None:
+        if address or health_url:
+            raise CliError("--address and --health-url need --image")
+        return None
+    return _given(image=image, address=address, health_url=health_url)
 
 
 @instance_app.command("update")
