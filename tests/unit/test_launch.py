@@ -94,3 +94,22 @@ def test_hypervisor_events_reach_the_guest_layer_only_from_the_instances_host() 
 def test_replace_keeps_spec() -> None:
     inst = building("x", "h1")
     assert replace(inst, host="h2").spec == SPEC
+
+
+def test_the_stop_after_a_poweroff_watchdog_is_not_a_crash() -> None:
+    async def main() -> World:
+        w = World()
+        w.add_cluster(["h1"])
+        w.add_vm("vm1", "h1", watchdog_action="poweroff")
+        ctl = w.start()
+        await asyncio.sleep(1)
+        assert await ctl.domain_event("h1", "vm1", "watchdog", "poweroff")
+        assert not await ctl.domain_event("h1", "vm1", "stopped", "shutdown")
+        await asyncio.sleep(30)
+        await w.close()
+        return w
+
+    w = run_virtual(main())
+    assert w.events("instance.") == [("instance.watchdog", "vm1")]
+    assert w.placement("vm1") == ("h1", "stopped")
+    assert w.cloud.count("start", "vm1") == 0

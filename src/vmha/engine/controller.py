@@ -19,7 +19,7 @@ from dataclasses import replace
 
 from vmha.domain import decisions, recovery
 from vmha.domain.errors import Conflict, NotFound, VmhaError
-from vmha.domain.model import Host, HostState, Instance, Job
+from vmha.domain.model import Host, HostState, Instance, InstanceState, Job
 from vmha.engine import fencing
 from vmha.engine.actions import ActionRunner
 from vmha.engine.decisions import DecisionKeeper
@@ -152,14 +152,18 @@ class Controller:
         """A domain event from `host`'s hypervisor (libvirt mode). Events of
         instances recorded on another host are ignored (a late report from a
         host the instance has left); stops, resets and reboots that vmha or
-        a user asked for are not failures. True if it was acted on."""
+        a user asked for, and the stop that follows a `poweroff` watchdog
+        action, are not failures. True if it was acted on."""
         inst = self.cluster.get_instance(instance_id)
         if inst is None or inst.host != host:
             where = "unknown" if inst is None else f"recorded on {inst.host}"
             log.info("domain event %s of instance %s from %s ignored: %s", kind, instance_id,
                      host, where)
             return False
-        if requested or kind not in DOMAIN_EVENT_KINDS:
+        # A stop of a guest already recorded stopped (its watchdog's `poweroff`
+        # action, reported just before) is the chosen recovery, not a failure.
+        settled = kind == "stopped" and inst.state is InstanceState.STOPPED
+        if requested or settled or kind not in DOMAIN_EVENT_KINDS:
             log.debug("domain event %s of %s on %s: nothing to do", kind, inst.name, host)
             return False
         await self.instances.event(instance_id, kind, detail)
