@@ -95,11 +95,12 @@ def test_a_decision_answered_in_time(live: LiveServer, vmha: Vmha) -> None:
 
     result = vmha("decide", asked["token"], "stop")
     assert result.exit_code == 0, result.output
-    decision_line, job_line = result.stdout.splitlines()
-    assert decision_line.startswith(f"decision {asked['decision']}: ")
     [action] = _jobs(live, "vm-a", "action")
-    assert job_line.startswith(f"job {action['id']} (action) ")
-    assert "stop of instance vm-a requested by ops" in job_line
+    decision_line, job_line, follow = result.stdout.splitlines()
+    assert decision_line == f"decision {asked['decision']}: answered by ops: stop"
+    assert re.fullmatch(rf"job {action['id']} \(action\) \w+: stop of instance vm-a "
+                        rf"requested by ops \(decision {asked['decision']}\)", job_line)
+    assert follow == f"follow it with: vmha job show {action['id']}"
     decision = live.api("GET", f"/v1/jobs/{asked['decision']}").json()
     assert decision["state"] == "done"
 

@@ -59,3 +59,4 @@ def decide(
     typer.echo(f"decision {out['decision']['id']}: {out['decision']['reason']}")
     if out.get("job"):
         typer.echo(_job_line(out["job"]))
+        typer.echo(f"follow it with: vmha job show {out['job']['id']}")
