@@ -64,7 +64,9 @@ class Frame:
 
 def frames(lines: Iterator[str]) -> Iterator[Frame]:
     """Parse SSE lines (without line ends) into frames; a blank line ends
-    one. Comments (`: ...`) travel with the next frame or end alone."""
+    one. Comments (`: ...`) travel with the next frame or end alone. A
+    frame cut off by the end of the stream is dropped, as the SSE spec
+    says: it is sent again after the reconnect."""
     frame = Frame()
     for line in lines:
         if not line:
@@ -82,8 +84,6 @@ def frames(lines: Iterator[str]) -> Iterator[Frame]:
             frame.event = value
         elif name == "data":
             frame.data.append(value)
-    if frame.data or frame.comments:
-        yield frame
 
 
 def event_of(cloudevent: dict[str, Any]) -> dict[str, Any]:
