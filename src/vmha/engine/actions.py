@@ -41,6 +41,7 @@ from vmha.domain.model import (
 from vmha.domain.restart import make_event
 from vmha.engine.settings import ControllerSettings
 from vmha.engine.state import Cluster, list_all
+from vmha.engine.tasks import cancel_all
 from vmha.ports import Clock, Cloud, IdGen
 
 log = logging.getLogger("vmha.engine.actions")
@@ -131,11 +132,7 @@ class ActionRunner:
                 self.start(job.id)
 
     async def stop(self) -> None:
-        tasks = list(self.tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self.tasks.clear()
+        await cancel_all(self.tasks)
 
     # -- performing -------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from vmha.domain.model import Job, JobKind, JobState, Severity
 from vmha.domain.policy import HAPolicy
 from vmha.engine.actions import ActionRunner
 from vmha.engine.state import Cluster, list_all
+from vmha.engine.tasks import cancel_all
 from vmha.ports import Clock, IdGen
 
 log = logging.getLogger("vmha.engine.decisions")
@@ -210,8 +211,4 @@ class DecisionKeeper:
         self.cluster.update_instance(inst, [event])
 
     async def stop(self) -> None:
-        tasks = list(self.timers.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self.timers.clear()
+        await cancel_all(self.timers)

@@ -21,6 +21,7 @@ from vmha.domain.errors import ValidationError, VmhaError
 from vmha.domain.model import HostState, Instance, InstanceState, Severity
 from vmha.engine.settings import ControllerSettings
 from vmha.engine.state import Cluster
+from vmha.engine.tasks import cancel_all
 from vmha.ports import Clock, Cloud
 
 log = logging.getLogger("vmha.engine.instances")
@@ -136,8 +137,4 @@ class InstanceWatcher:
         return len(self.history.get(instance_id, []))
 
     async def stop(self) -> None:
-        tasks = list(self.pending.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self.pending.clear()
+        await cancel_all(self.pending)

@@ -41,6 +41,7 @@ from vmha.domain.restart import make_event
 from vmha.engine.detection import HostMonitor
 from vmha.engine.settings import ControllerSettings
 from vmha.engine.state import Cluster, list_all
+from vmha.engine.tasks import cancel_all
 from vmha.ports import Clock, Cloud, Fencer, IdGen, PowerState
 
 log = logging.getLogger("vmha.engine.jobs")
@@ -127,11 +128,7 @@ class JobRunner:
         return job
 
     async def stop(self) -> None:
-        tasks = list(self.tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self.tasks.clear()
+        await cancel_all(self.tasks)
 
     # -- the loop -------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from vmha.domain.model import Host, HostState, Instance, InstanceState, Severity
 from vmha.domain.restart import make_event
 from vmha.engine.settings import ControllerSettings
 from vmha.engine.state import Cluster
+from vmha.engine.tasks import cancel_all
 from vmha.ports import Clock, Cloud
 
 log = logging.getLogger("vmha.engine.launch")
@@ -61,11 +62,7 @@ class Launcher:
                 self.launch(inst.id)
 
     async def stop(self) -> None:
-        tasks = list(self.tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self.tasks.clear()
+        await cancel_all(self.tasks)
 
     async def _run(self, instance_id: str) -> None:
         try:
