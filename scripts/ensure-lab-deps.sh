@@ -3,6 +3,7 @@
 # iptables, and util-linux (unshare, setsid). Installs missing Debian
 # packages with apt (root only). Idempotent; prints one line on what it did.
 set -euo pipefail
+. "$(dirname "$0")/apt-lib.sh"
 
 missing=()
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
@@ -13,13 +14,5 @@ if [ ${#missing[@]} -eq 0 ]; then
   echo "ensure-lab-deps: iproute2, iptables and util-linux are present"
   exit 0
 fi
-if [ "$(id -u)" != 0 ]; then
-  echo "ensure-lab-deps: missing ${missing[*]} and this is not root; install them with apt" >&2
-  exit 1
-fi
-echo "ensure-lab-deps: installing ${missing[*]} (apt)"
-export DEBIAN_FRONTEND=noninteractive
-apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 || {
-  apt-get update -qq >/dev/null
-  apt-get install -y -qq "${missing[@]}" >/dev/null
-}
+apt_install ensure-lab-deps "${missing[@]}"
+echo "ensure-lab-deps: installed ${missing[*]}"

@@ -6,6 +6,7 @@
 # missing packages with apt (root only). Idempotent; prints one line on
 # what it did. Runs before the venv is made (pip needs libvirt-dev).
 set -euo pipefail
+. "$(dirname "$0")/apt-lib.sh"
 
 missing=()
 need() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed" || missing+=("$1"); }
@@ -18,14 +19,5 @@ if [ ${#missing[@]} -eq 0 ]; then
   echo "ensure-vm-deps: QEMU, libvirt, kernel, busybox and qemu-guest-agent are present"
   exit 0
 fi
-if [ "$(id -u)" != 0 ]; then
-  echo "ensure-vm-deps: missing ${missing[*]} and this is not root; install them with apt" >&2
-  exit 1
-fi
-echo "ensure-vm-deps: installing ${missing[*]} (apt)"
-export DEBIAN_FRONTEND=noninteractive
-apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 || {
-  apt-get update -qq >/dev/null
-  apt-get install -y -qq "${missing[@]}" >/dev/null
-}
+apt_install ensure-vm-deps "${missing[@]}"
 echo "ensure-vm-deps: installed ${missing[*]}"
