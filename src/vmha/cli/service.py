@@ -149,7 +149,6 @@ class Service:
             controller_settings(settings), store, clock, ids,
             fencers=self.fencers, cloud=cloud, prober=self.prober,
         )
-        self.domains: dict[str, dict[str, dict[str, str]]] = {}  # host -> uuid -> domain
         self.secrets = AgentSecrets(store)
         ev = settings.events
         webhooks = WebhookSender(clock, timeout_s=ev.timeout_s, source=ev.source,
@@ -228,8 +227,6 @@ class Service:
         ids = self._instance_ids()
         known = 0
         for ev in events:
-            view = self.domains.setdefault(host, {}).setdefault(ev.domain, {})
-            view.update(uuid=ev.domain, name=ev.name, last_event=ev.kind)
             iid = ids.get(ev.domain)
             if iid is None:
                 log.info("domain event %s of unknown domain %s (%s) on %s ignored", ev.kind,
@@ -240,16 +237,20 @@ class Service:
         return known
 
     async def domain_inventory(self, host: str, domains: Sequence[Mapping[str, str]]) -> None:
-        self.domains[host] = {d["uuid"]: dict(d) for d in domains}
-        log.debug("inventory of %s: %d domains", host, len(domains))
-
-    async def instance_action(self, instance_id: str, action: str, target: str | None,
-                              who: str) -> Job:
-        return await self.engine.instance_action(instance_id, action, target, who)
-
-    async def decide(self, token: str, action: str, who: str,
-                     project: str | None = None) -> tuple[Job, Job | None]:
-        return await self.engine.decide(token, action, who, project)
+        """A host's domains. One that runs there while its instance is recorded
+        on another host is logged loudly (vmha never starts it there: the
+        record is the truth); definitions left behind by instances that moved
+        away (a host back from a power-off) stay, shut off and harmless."""
+        ids = self._instance_ids()
+        for dom in domains:
+            iid = ids.get(dom["uuid"])
+            inst = self.engine.cluster.get_instance(iid) if iid else None
+            if inst is None or inst.host in (None, host):
+                continue
+            if dom["state"] in ("running", "paused", "crashed"):
+                log.error("instance %s is recorded on %s but %s reports its domain %s; "
+                          "check both hosts before anything else", inst.name, inst.host, host,
+                          dom["state"])
 
     def _bmc_of(self, host: str) -> str:
         """The `[bmcs.<name>]` entry of a host: its `bmc` field, else its name."""
