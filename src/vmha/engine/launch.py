@@ -72,6 +72,8 @@ class Launcher:
         except Exception:
             log.exception("launch of instance %s failed", instance_id)
         finally:
+            if self.tasks.get(instance_id) is asyncio.current_task():
+                del self.tasks[instance_id]
             await self.cluster.flush()
 
     async def _launch(self, instance_id: str) -> None:

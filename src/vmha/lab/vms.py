@@ -26,6 +26,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -157,21 +158,29 @@ def qemu_processes(st: Mapping[str, Any]) -> dict[str, list[str]]:
     return found
 
 
+def _agent_domains(address: str, token: str) -> list[dict[str, Any]]:
+    """One host agent's `GET /v1/domains`; [] when it cannot be asked."""
+    req = urllib.request.Request(f"http://{address}:8792/v1/domains",
+                                 headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=1) as resp:  # noqa: S310 - lab agent
+            found: list[dict[str, Any]] = json.loads(resp.read()).get("domains", [])
+    except (OSError, ValueError):
+        return []  # powered off or cut: it runs nothing we can see
+    return found
+
+
 def _domains(st: Mapping[str, Any]) -> dict[str, list[str]]:
-    """Domain UUID -> hosts whose hypervisor runs it."""
-    running: dict[str, list[str]] = {}
-    for name, h in st["hosts"].items():
-        req = urllib.request.Request(
-            f"http://{h['address']}:8792/v1/domains",
-            headers={"Authorization": f"Bearer {st['agent_token']}"})
-        try:
-            with urllib.request.urlopen(req, timeout=2) as resp:  # noqa: S310 - lab agent
-                found = json.loads(resp.read()).get("domains", [])
-        except (OSError, ValueError):
-            continue  # powered off or cut: it runs nothing we can see
-        for dom in found:
-            if dom.get("state") in ("running", "paused", "crashed"):
-                running.setdefault(dom["uuid"], []).append(name)
+    """Domain UUID -> hosts whose hypervisor runs it (agents asked in parallel)."""
+    hosts = list(st["hosts"].items())
+    with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
+        answers = pool.map(lambda item: _agent_domains(item[1]["address"], st["agent_token"]),
+                           hosts)
+        running: dict[str, list[str]] = {}
+        for (name, _h), found in zip(hosts, answers, strict=True):
+            for dom in found:
+                if dom.get("state") in ("running", "paused", "crashed"):
+                    running.setdefault(dom["uuid"], []).append(name)
     return running
 
 
