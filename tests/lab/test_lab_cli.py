@@ -57,7 +57,8 @@ def test_agent_config_of_a_lab_host_is_valid(tmp_path: Path) -> None:
         "settings": lab_ops.asdict(lab_ops.LabSettings()), "segment_secret": "g" * 64,
         "agent_token": "tok", "controller": {"url": None},
         "hosts": {f"host{i}": {"address": f"198.18.0.{10 + i}", "dir": str(tmp_path / str(i)),
-                               "secret": "s" * 64} for i in (1, 2, 3)},
+                               "secret": "s" * 64, "libvirt_root": f"/var/lib/vmha/hv/host{i}"}
+                  for i in (1, 2, 3)},
     }
     path = tmp_path / "agent.toml"
     path.write_text(lab_ops._agent_toml(st, "host2"))
@@ -65,3 +66,4 @@ def test_agent_config_of_a_lab_host_is_valid(tmp_path: Path) -> None:
     assert cfg.host == "host2" and set(cfg.peers) == {"host1", "host3"}
     assert cfg.controller.addresses() == [("198.18.0.1", 8791)]
     assert cfg.watchdog.backend == "lab" and cfg.api.hostport() == ("198.18.0.12", 8792)
+    assert cfg.hypervisor.uri == "qemu:///embed?root=/var/lib/vmha/hv/host2"

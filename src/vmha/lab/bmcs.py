@@ -5,8 +5,9 @@ network, so a host cut off from the cluster can still be fenced: here the
 emulators listen on 127.0.0.1 in the root namespace, one IPMI port
 (`IPMI_BASE + N`) and one HTTPS Redfish port (`REDFISH_BASE + N`) per host
 N, with a random password kept in a 0600 file in the host's directory.
-Their power backend runs `python -m vmha.lab.powerctl` (off kills the
-host's PID namespace, on starts it fresh, status says whether it runs).
+Their power backend is `vmha.lab.powerctl.LabHostPower`, in the emulator's
+process (off kills the host's PID namespace, on starts it fresh, status
+says whether it runs).
 
 `start(lab_dir, st, name)` records the endpoints and PIDs in lab.json before
 it waits for them; `stop(st, name)` kills them (only processes whose command
@@ -17,7 +18,6 @@ line still marks them as this host's emulator). Called by `vmha.lab.lab`
 from __future__ import annotations
 
 import secrets
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -33,11 +33,6 @@ IPMI_MARK = "vmha.lab.bmc_ipmi"
 REDFISH_MARK = "vmha.lab.bmc_redfish"
 READY_TIMEOUT_S = 20.0
 KINDS = ("ipmi", "redfish")
-
-
-def _power_cmd(lab_dir: Path, name: str, action: str) -> str:
-    return shlex.join([sys.executable, "-m", "vmha.lab.powerctl", "--dir", str(lab_dir),
-                       name, action])
 
 
 def endpoints(lab_dir: Path, h: dict[str, Any], name: str) -> dict[str, Any]:
@@ -66,9 +61,7 @@ def start(lab_dir: Path, st: dict[str, Any], name: str, only: str | None = None
     bmc = h.get("bmc") or endpoints(lab_dir, h, name)
     h["bmc"] = bmc
     (lab_dir / "bmc").mkdir(exist_ok=True)
-    power = ["--off-cmd", _power_cmd(lab_dir, name, "off"),
-             "--on-cmd", _power_cmd(lab_dir, name, "on"),
-             "--status-cmd", _power_cmd(lab_dir, name, "status")]
+    power = ["--lab-dir", str(lab_dir), "--lab-host", name]
     common = ["--address", BMC_ADDR, "--user", USER, "--password-file", bmc["password_file"]]
     ipmi_cmd = [sys.executable, "-m", IPMI_MARK, "--port", str(bmc["ipmi"]["port"]),
                 *common, *power]
@@ -129,13 +122,13 @@ def public(bmc: dict[str, Any] | None) -> dict[str, Any]:
 
 def stop_all(lab_dir: Path) -> list[int]:
     """Kill every BMC emulator of the lab in `lab_dir`, found by command line
-    (their power commands name the lab's directory): works without lab.json."""
+    (their power options name the lab's directory): works without lab.json."""
     killed = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         pid = int(entry.name)
         for mark in (IPMI_MARK, REDFISH_MARK):
-            if net.kill(pid, mark, f"--dir {lab_dir.resolve()} "):
+            if net.kill(pid, mark, f"--lab-dir {lab_dir.resolve()} "):
                 killed.append(pid)
     return killed

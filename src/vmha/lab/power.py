@@ -8,6 +8,8 @@ The IPMI emulator (`vmha.lab.bmc_ipmi`) and the Redfish emulator call one
 - `CommandPower`: runs given argv for off / on (the lab kills or restarts a
   host's PID namespace); state is an optional status command's exit code
   (0 = on), or else the last state set.
+- `--lab-dir/--lab-host`: `vmha.lab.powerctl.LabHostPower`, the lab host's
+  power in-process (what the lab's own emulators use).
 
 Synchronous and standard library only: the emulators are blocking servers.
 Nothing here knows about IPMI or Redfish.
@@ -106,13 +108,20 @@ def add_power_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--off-cmd", help="command line run to power off (CommandPower)")
     parser.add_argument("--on-cmd", help="command line run to power on")
     parser.add_argument("--status-cmd", help="command line whose exit 0 means on")
+    parser.add_argument("--lab-dir", help="a lab host's power, in-process (with --lab-host)")
+    parser.add_argument("--lab-host", help="the lab host whose power this is")
 
 
 def backend_from_args(args: argparse.Namespace, prog: str) -> PowerBackend:
     """The backend those options describe, or exit with a one-line usage error."""
     if args.state_file:
         return FilePower(Path(args.state_file))
+    if args.lab_dir and args.lab_host:
+        from vmha.lab.powerctl import LabHostPower  # the lab, only for lab emulators
+
+        return LabHostPower(Path(args.lab_dir), args.lab_host)
     if args.off_cmd and args.on_cmd:
         status = shlex.split(args.status_cmd) if args.status_cmd else None
         return CommandPower(shlex.split(args.off_cmd), shlex.split(args.on_cmd), status)
-    raise SystemExit(f"{prog}: give --state-file, or --off-cmd and --on-cmd")
+    raise SystemExit(f"{prog}: give --state-file, --off-cmd and --on-cmd, "
+                     "or --lab-dir and --lab-host")

@@ -1,6 +1,7 @@
 """`python -m vmha.lab.powerctl --dir DIR HOST off|on|status`: a lab host's power.
 
-The power backend of the lab's BMC emulators (see vmha.lab.bmcs). Like a
+The power backend of the lab's BMC emulators (see vmha.lab.bmcs), as a
+command and as `LabHostPower`, which the emulators run in-process. Like a
 real BMC it is idempotent: `off` on a host that is off, or `on` on one that
 runs, succeeds and changes nothing. `status` exits 0 when the host runs and
 1 when it is off. Any other failure prints one line and exits 2.
@@ -19,6 +20,26 @@ from vmha.lab.lab import _host, _host_pids
 
 def powered(lab_dir: Path, host: str) -> bool:
     return bool(_host_pids(_host(state.load(lab_dir), host)))
+
+
+class LabHostPower:
+    """The same power, in the emulator's own process (`--lab-host`): no
+    Python start per call, so a lab BMC answers in milliseconds like a real
+    one (a status read through `powerctl` costs ~0.3 s on this machine)."""
+
+    def __init__(self, lab_dir: Path, host: str) -> None:
+        self.lab_dir, self.host = lab_dir, host
+
+    def power_state(self) -> bool:
+        return powered(self.lab_dir, self.host)
+
+    def power_off(self) -> None:
+        if powered(self.lab_dir, self.host):
+            faults.fail(self.lab_dir, self.host, "power-off")
+
+    def power_on(self) -> None:
+        if not powered(self.lab_dir, self.host):
+            faults.power_on(self.lab_dir, self.host)
 
 
 def main(argv: list[str] | None = None) -> int:
