@@ -90,12 +90,12 @@ def _append(store: SqlStore, *events: Event) -> tuple[float, list[int]]:
     return time.monotonic(), [e.id for e in stored]
 
 
-def _warm_up(store: SqlStore, tail: Tail) -> int:
-    """Commit host.up events until the tail prints one (it starts at the
-    newest event, so the ones before its connection are not shown)."""
-    deadline = time.monotonic() + 20
-    while not tail.out:
-        assert time.monotonic() < deadline, f"tail printed nothing: {tail.err}"
+def _warm_up(store: SqlStore, tail: Tail, *others: Tail) -> int:
+    """Commit host.up events until every tail printed one (each starts at
+    the newest event when it connects, so the ones before are not shown)."""
+    deadline = time.monotonic() + 30
+    while not all(t.out for t in (tail, *others)):
+        assert time.monotonic() < deadline, f"a tail printed nothing: {tail.err}"
         _append(store, Event("host.up", "warm", time.time()))
         time.sleep(0.3)
     return _human_id(tail.out[0][1])
@@ -111,8 +111,7 @@ def test_tail_follows_the_stream_across_kill_and_restart(live: LiveServer) -> No
     hosts = Tail(live.url, "--type", "host.*")
     raw = Tail(live.url, "--json")
     try:
-        first = _warm_up(store, hosts)
-        until(lambda: bool(raw.out), 10, f"the --json tail printed nothing: {raw.err}")
+        first = _warm_up(store, hosts, raw)
         latencies = []
         for i in range(20):  # one at a time: commit -> printed line
             seen = len(hosts.out)

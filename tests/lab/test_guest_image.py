@@ -29,7 +29,7 @@ from vmha.errors import ConfigError
 from vmha.lab import image as image_mod
 from vmha.lab.image import GuestImage, ensure_image, image_info
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.own_process]
 
 BRIDGE, HOST_IP, GUEST_IP, WDT = "vmhatb0", "198.18.3.1", "198.18.3.10", 3
 UUID = "6f1d3a52-8c47-4e0b-9a1e-3b5c7d9e0f21"

@@ -77,7 +77,7 @@ def test_unknown_command_lists_the_vocabulary() -> None:
     with pytest.raises(ValidationError) as err:
         parse_scenario(GOOD + "  - {at: 1, do: reboot h1}\n")
     assert "allowed: power-off H, power-on H" in str(err.value)
-    assert "operator fence-ack H|resume S" in str(err.value)
+    assert "operator fence-ack H [force]|fence H [METHOD]|resume S" in str(err.value)
 
 
 @pytest.mark.parametrize(

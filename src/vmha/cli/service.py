@@ -252,6 +252,14 @@ class Service:
                           "check both hosts before anything else", inst.name, inst.host, host,
                           dom["state"])
 
+    async def instance_action(self, instance_id: str, action: str, target: str | None,
+                              who: str) -> Job:
+        return await self.engine.instance_action(instance_id, action, target, who)
+
+    async def decide(self, token: str, action: str, who: str,
+                     project: str | None = None) -> tuple[Job, Job | None]:
+        return await self.engine.decide(token, action, who, project)
+
     def _bmc_of(self, host: str) -> str:
         """The `[bmcs.<name>]` entry of a host: its `bmc` field, else its name."""
         known = self.engine.cluster.hosts.get(host)
