@@ -17,7 +17,6 @@ import secrets
 import shutil
 import sys
 import time
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,10 +25,10 @@ from typing import Any
 from vmha.config import default_data_dir
 from vmha.errors import Conflict, NotFound, ValidationError
 from vmha.lab import bmcs, net, state, vms
+from vmha.lab.agentapi import AGENT_PORT, agent_request
 from vmha.lab.controller import start_controller
 
 SEGMENT = "lab"
-AGENT_PORT = 8792
 FAULTS = ("power-off", "network-down", "controller-link-down", "loss", "agent-kill",
           "bmc-down")
 REAPER_MARK = "vmha.lab.reaper"
@@ -214,23 +213,12 @@ def _start_host(lab_dir: Path, st: dict[str, Any], name: str) -> None:
     state.save(lab_dir, st)
 
 
-def _agent_request(address: str, token: str, path: str, body: Any = None,
-                   timeout_s: float = 2.0) -> Any:
-    req = urllib.request.Request(
-        f"http://{address}:{AGENT_PORT}{path}", method="POST" if body is not None else "GET",
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310
-        return json.loads(resp.read())
-
-
 def _wait_agent(st: dict[str, Any], name: str, timeout_s: float = 15.0) -> None:
     h = st["hosts"][name]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            _agent_request(h["address"], st["agent_token"], "/v1/health", timeout_s=1.0)
+            agent_request(h["address"], st["agent_token"], "/v1/health", timeout_s=1.0)
             return
         except OSError:
             time.sleep(0.1)
@@ -241,7 +229,7 @@ def probe_via(lab_dir: Path, via: str, targets: list[str], timeout_s: float = 1.
     """Ask `via`'s agent to probe `targets` (the controller's confirmation call)."""
     st = state.load(lab_dir)
     h = _host(st, via)
-    return _agent_request(h["address"], st["agent_token"], "/v1/probe",
+    return agent_request(h["address"], st["agent_token"], "/v1/probe",
                           {"targets": targets, "timeout_s": timeout_s}, timeout_s + 2)
 
 

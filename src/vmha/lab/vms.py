@@ -19,7 +19,6 @@ is in lab.json.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import urllib.error
@@ -34,6 +33,7 @@ from vmha.adapters.cloud.libvirt import domain_uuid
 from vmha.config import default_data_dir
 from vmha.errors import Conflict, NotFound, ValidationError
 from vmha.lab import net, state
+from vmha.lab.agentapi import agent_request
 from vmha.lab.controller import api_request
 from vmha.lab.image import ensure_image
 
@@ -160,11 +160,9 @@ def qemu_processes(st: Mapping[str, Any]) -> dict[str, list[str]]:
 
 def _agent_domains(address: str, token: str) -> list[dict[str, Any]]:
     """One host agent's `GET /v1/domains`; [] when it cannot be asked."""
-    req = urllib.request.Request(f"http://{address}:8792/v1/domains",
-                                 headers={"Authorization": f"Bearer {token}"})
     try:
-        with urllib.request.urlopen(req, timeout=1) as resp:  # noqa: S310 - lab agent
-            found: list[dict[str, Any]] = json.loads(resp.read()).get("domains", [])
+        found: list[dict[str, Any]] = agent_request(address, token, "/v1/domains",
+                                                    timeout_s=1.0).get("domains", [])
     except (OSError, ValueError):
         return []  # powered off or cut: it runs nothing we can see
     return found
