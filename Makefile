@@ -1,4 +1,6 @@
-# vmha — two entry points: `make demo` (the main job) and `make test`.
+# vmha — two entry points: `make demo` (the main job; `make demo KEEP=1` leaves
+# the lab running and prints the dashboard URL; `make demo CLOUD=openstack` tells the
+# same story on a real Nova) and `make test`.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -32,16 +34,20 @@ layers: $(STAMP)
 PYTEST_TIER = rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; [ $$rc -eq 0 ]
 test: $(STAMP)
 	scripts/ensure-postgres.sh
+	scripts/ensure-etcd.sh
 	scripts/ensure-lab-deps.sh
 	scripts/ensure-fence-deps.sh
 	scripts/ensure-rabbitmq.sh
+	scripts/ensure-openstack.sh
+	scripts/ensure-ops-deps.sh
 	$(MAKE) --no-print-directory lint typecheck layers
 	$(BIN)/pytest -q -m "not own_process"; $(PYTEST_TIER)
 	$(BIN)/pytest -q -m own_process; $(PYTEST_TIER)
 
 demo: $(STAMP)
 	scripts/ensure-lab-deps.sh
-	$(BIN)/vmha demo
+	$(if $(filter openstack,$(CLOUD)),scripts/ensure-rabbitmq.sh && scripts/ensure-openstack.sh)
+	$(BIN)/vmha demo $(if $(KEEP),--keep) $(if $(CLOUD),--cloud $(CLOUD))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -35,6 +35,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import labrun  # bench/labrun.py (this script's folder is on sys.path)
+
 from vmha.adapters.fencing.config import BmcEndpoint, static_lookup
 from vmha.adapters.fencing.fence_agent import FenceAgentFencer
 from vmha.adapters.fencing.ipmi import IpmiFencer
@@ -169,10 +171,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
+    start = labrun.machine()
     methods = run(max(args.runs, 1))
     measured = [m["median_s"] for m in methods.values() if "median_s" in m]
     report = {
         "benchmark": "time from power_off to a power_status read saying OFF",
+        **start, "loadavg_1_5_15_at_end": labrun.machine()["loadavg_1_5_15"],
         "runs_per_method": args.runs,
         "emulators": "vmha.lab.bmc_ipmi (pyghmi) and vmha.lab.bmc_redfish (sushy-tools), 127.0.0.1",
         "machine": {"python": platform.python_version(), "platform": platform.platform()},

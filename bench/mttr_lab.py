@@ -20,17 +20,18 @@ the other host, which now carries all N VMs (ping-pong), so every run has
 exactly N VMs on the failed host and nothing else running anywhere. A victim
 has been heartbeating for at least WARM_S (the detector knows its rhythm).
 
-Needs root and the lab lock: `flock /tmp/vmha-lab.lock .venv/bin/python
-bench/mttr_lab.py [--runs 5] [--vms 1,2,4]`; prints a table and writes
-bench/results/mttr_lab.json and bench/results/mttr_lab.svg.
+Needs root; takes the lab lock itself (waits while another lab runs).
+Run: `.venv/bin/python bench/mttr_lab.py [--runs 5] [--vms 1,2,4]`; prints
+a table and writes bench/results/mttr_lab.json (with the date, the load
+averages, the lab's power-off model — "silent" since issue 17 — and, under
+`previous`, the summaries of the other power-off model: bench/labrun.py)
+and bench/results/mttr_lab.svg.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import json
-import os
 import re
 import statistics
 import tempfile
@@ -41,11 +42,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import svgplot  # bench/svgplot.py (this script's folder is on sys.path)
+import labrun  # bench/labrun.py and bench/svgplot.py (this script's folder is on sys.path)
+import svgplot
 
 from vmha.adapters.cloud.libvirt import domain_uuid
 from vmha.lab import faults, state, vms
 from vmha.lab import lab as lab_ops
+from vmha.lab.lock import lab_lock
 from vmha.lab.powerctl import LabHostPower
 
 RESULTS = Path(__file__).parent / "results"
@@ -204,7 +207,7 @@ def watch_recovery(lab: Lab, victim: str, apps: AppWatch) -> dict[str, tuple[flo
 
 def one_run(lab: Lab, victim: str) -> dict[str, Any]:
     since = last_event_id(lab.client)
-    load = os.getloadavg()[0]
+    load = labrun.load1()
     t_off = time.time()
     faults.fail(lab.dir, victim, "power-off")
     killed = time.time()
@@ -361,6 +364,17 @@ def write_svg(results: list[dict[str, Any]], path: Path) -> None:
         groups, series, goal=(GOAL_S, f"goal: det+fence+disp ≤ {GOAL_S:g} s")))
 
 
+def compact(old: dict[str, Any]) -> dict[str, Any]:
+    """What `previous` keeps of an earlier results file: its conditions and
+    per VM count the summary, each run's phases and its load."""
+    keep = ("victim", "load1", *PHASES, "dff", "total")
+    results = [{"vms": r["vms"], "summary": r["summary"],
+                "runs": [{k: run[k] for k in keep if k in run} for run in r["runs"]]}
+               for r in old["results"]]
+    return {**{k: old[k] for k in ("date", "loadavg_1_5_15", "goal", "settings") if k in old},
+            "results": results}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -368,16 +382,17 @@ def main() -> None:
     args = parser.parse_args()
     counts = [int(v) for v in args.vms.split(",")]
     results = []
-    for n in counts:
-        print(f"{n} VM(s) on the failed host, {args.runs} runs", flush=True)
-        results.append(measure(n, args.runs))
+    with lab_lock():
+        start = labrun.conditions()
+        for n in counts:
+            print(f"{n} VM(s) on the failed host, {args.runs} runs", flush=True)
+            results.append(measure(n, args.runs))
     print_table(results)
     goal_met = all(r["summary"]["dff"]["median"] <= GOAL_S for r in results)
     print(f"goal (detect+fence+dispatch median <= {GOAL_S:g} s): "
-          f"{'met' if goal_met else 'NOT met'}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    doc = {"benchmark": "mttr_lab",
-           "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+          f"{'met' if goal_met else 'NOT met'}; power-off model {start['power_off_model']}")
+    doc = {"benchmark": "mttr_lab", **start,
+           "loadavg_1_5_15_at_end": labrun.conditions()["loadavg_1_5_15"],
            "goal": {"dff_median_max_s": GOAL_S, "met": goal_met},
            "settings": {"lab": {k: v for k, v in SETTINGS.__dict__.items() if k != "controller"},
                         "controller": CONTROLLER, "policy": POLICY, "warm_s": WARM_S},
@@ -387,7 +402,7 @@ def main() -> None:
                       "dff": "power-off -> last start answered (detect+fence+dispatch)",
                       "total": "power-off -> every app answering"},
            "results": results}
-    (RESULTS / "mttr_lab.json").write_text(json.dumps(doc, indent=2) + "\n")
+    labrun.write_results(RESULTS / "mttr_lab.json", doc, compact)
     write_svg(results, RESULTS / "mttr_lab.svg")
     print(f"wrote {RESULTS / 'mttr_lab.json'} and {RESULTS / 'mttr_lab.svg'}")
 

@@ -1,9 +1,11 @@
 """Notification latency: from an event's commit to its receipt.
 
-The controller side runs as in `vmha serve`: the API (uvicorn, for the SSE
-stream) and the webhook dispatcher on one event loop, on a SQLite file
-store. A producer thread commits events one per transaction at a fixed
-rate and notes the commit time of each event id. A separate receiver
+The controller side runs as in `vmha serve`, with its default `[events]`
+settings: the API (uvicorn, for the SSE stream) and the webhook dispatcher
+on one event loop, on a SQLite file store, woken by the in-process bus at
+each commit (`--no-bus`: polling only, as before issue 13). A producer
+thread commits events one per transaction at a fixed rate and notes the
+commit time of each event id. A separate receiver
 process runs 10 webhook receivers (tiny HTTP servers on 127.0.0.1) and one
 SSE client, and notes when each event arrives. Latency = arrival - commit
 (same machine, same wall clock).
@@ -13,6 +15,7 @@ one of the 10 down (its URL refuses connections; the figures are for the
 9 others). Writes bench/results/notify_latency.json.
 
     .venv/bin/python bench/notify_latency.py [--rates 1,100,1000] [--seconds 1=10,100=5,1000=3]
+        [--no-bus] [--out PATH]
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
+import os
 import platform
 import random
 import socket
@@ -32,15 +36,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import labrun  # bench/labrun.py (this script's folder is on sys.path)
 import uvicorn
 
-from vmha.adapters.bus.dispatcher import Dispatcher, DispatchSettings
+from vmha.adapters.bus.dispatcher import Dispatcher
+from vmha.adapters.bus.local import LocalBus
 from vmha.adapters.bus.webhook import WebhookSender
 from vmha.adapters.store import open_store
 from vmha.adapters.store.sql import SqlStore
 from vmha.adapters.system import SystemClock, UuidGen
 from vmha.api import create_app
 from vmha.config import Settings
+from vmha.controller.service import dispatch_settings
 from vmha.domain.model import Event, SubjectKind
 from vmha.ports import Subscription
 
@@ -101,11 +108,13 @@ def receiver_main(ports: list[int], api: str, conn: Any, ready: Any) -> None:
         sse: dict[int, float] = {}
         servers = [await _webhook_server(p, a) for p, a in zip(ports, hooks, strict=True)]
         task = asyncio.create_task(_sse_client(api, sse, ready))
+        cpu0 = time.process_time()
         await asyncio.to_thread(conn.recv)  # "stop"
+        cpu_s = time.process_time() - cpu0
         task.cancel()
         for server in servers:
             server.close()
-        conn.send({"hooks": hooks, "sse": sse})
+        conn.send({"hooks": hooks, "sse": sse, "cpu_s": cpu_s})
 
     asyncio.run(run())
 
@@ -142,20 +151,28 @@ def summary(latencies: list[float], expected: int) -> dict[str, Any]:
             "mean_ms": round(statistics.fmean(ordered) * 1000, 2)}
 
 
-async def run_case(rate: float, seconds: float, down: bool) -> dict[str, Any]:
+async def run_case(rate: float, seconds: float, down: bool, bus: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         store = open_store(f"sqlite:///{tmp}/vmha.db", migrate=True)
         try:
-            return await _case_on(store, rate, seconds, down)
+            return await _case_on(store, rate, seconds, down, LocalBus() if bus else None)
         finally:
             store.close()
 
 
-async def _case_on(store: SqlStore, rate: float, seconds: float, down: bool) -> dict[str, Any]:
-    settings = Settings.model_validate({
+PIPELINE: dict[str, int] = {}  # --pipeline, when given
+
+
+def settings_of() -> Settings:
+    return Settings.model_validate({
         "api": {"tokens": [{"token": TOKEN, "role": "admin"}]},
-        "events": {"allow_private_destinations": True, "poll_interval_s": 0.01},
+        "events": {"allow_private_destinations": True, **PIPELINE},
     })
+
+
+async def _case_on(store: SqlStore, rate: float, seconds: float, down: bool,
+                   bus: LocalBus | None) -> dict[str, Any]:
+    settings = settings_of()
     clock = SystemClock()
     api_port, ports = free_port(), [free_port() for _ in range(SUBSCRIBERS)]
     dead_port = free_port()  # nothing listens here
@@ -165,11 +182,15 @@ async def _case_on(store: SqlStore, rate: float, seconds: float, down: bool) -> 
             id=f"sub-{i}", url=f"http://127.0.0.1:{target}/hook", secret=SECRET,
             event_types=("instance.*",), cursor=store.last_event_id()))
     app = create_app(settings, store, clock, UuidGen())
+    if bus is not None:  # wired as vmha.controller.service does
+        bus.bind(asyncio.get_running_loop())
+        store.on_commit = bus.committed
+        app.state.vmha.bus = bus
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=api_port,
                                            log_level="warning", timeout_graceful_shutdown=1))
     sender = WebhookSender(clock, timeout_s=5.0, allow_private=True)
-    dispatcher = Dispatcher(store, clock, sender, DispatchSettings(poll_s=0.01),
-                            random.Random(1))
+    dispatcher = Dispatcher(store, clock, sender, dispatch_settings(settings.events),
+                            random.Random(1), bus=bus)
     tasks = [asyncio.create_task(server.serve()), asyncio.create_task(dispatcher.run())]
     while not server.started:
         await asyncio.sleep(0.01)
@@ -184,8 +205,10 @@ async def _case_on(store: SqlStore, rate: float, seconds: float, down: bool) -> 
     await asyncio.sleep(0.5)  # receivers and SSE connected, workers idle
 
     commits: dict[int, float] = {}
+    cpu0 = time.process_time()
     await asyncio.to_thread(produce, store, rate, seconds, commits)
     await asyncio.sleep(DRAIN_S if rate > 1 else 1.0)
+    cpu_s = time.process_time() - cpu0
     parent.send("stop")
     got = await asyncio.to_thread(parent.recv)
     proc.join(10)
@@ -204,6 +227,8 @@ async def _case_on(store: SqlStore, rate: float, seconds: float, down: bool) -> 
         "subscribers": SUBSCRIBERS, "down": 1 if down else 0,
         "webhook": summary(hook_lat, len(commits) * len(live)),
         "sse": summary(sse_lat, len(commits)),
+        "controller_cpu_s": round(cpu_s, 2),  # while producing and draining
+        "receivers_cpu_s": round(got["cpu_s"], 2),
     }
 
 
@@ -212,13 +237,20 @@ def main() -> None:
     parser.add_argument("--rates", default="1,100,1000")
     parser.add_argument("--seconds", default="1=10,100=5,1000=3",
                         help="duration per rate, RATE=SECONDS,...")
+    parser.add_argument("--no-bus", action="store_true",
+                        help="poll only (no in-process bus), as before issue 13")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--pipeline", type=int, default=None,
+                        help="[events] pipeline (default: the configuration's default)")
     args = parser.parse_args()
+    if args.pipeline is not None:
+        PIPELINE["pipeline"] = args.pipeline
     durations = {float(k): float(v) for k, v in
                  (pair.split("=") for pair in args.seconds.split(","))}
     cases = []
     for down in (False, True):
         for rate in (float(r) for r in args.rates.split(",")):
-            case = asyncio.run(run_case(rate, durations.get(rate, 5.0), down))
+            case = asyncio.run(run_case(rate, durations.get(rate, 5.0), down, not args.no_bus))
             cases.append(case)
             print(json.dumps(case))
     result = {
@@ -226,13 +258,17 @@ def main() -> None:
         "what": "commit -> receipt latency, webhooks (10 subscribers) and one SSE client",
         "machine": {"python": platform.python_version(), "platform": platform.platform(),
                     "cpus": mp.cpu_count()},
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": labrun.commit(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "store": "sqlite (WAL, file)",
-        "dispatcher": {"poll_s": 0.01},
+        "settings": {"events": settings_of().events.model_dump(
+            include={"poll_interval_s", "refresh_s", "checkpoint_s", "timeout_s", "pipeline"}),
+            "bus": not args.no_bus},
         "cases": cases,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

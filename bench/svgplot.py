@@ -71,13 +71,57 @@ def stacked_bars(title: str, groups: Sequence[str], series: Sequence[tuple[str, 
         parts.append(f'<line x1="{LEFT}" y1="{y:.1f}" x2="{WIDTH - RIGHT}" y2="{y:.1f}" '
                      'stroke="#333" stroke-dasharray="6 4"/>')
         parts.append(_text(WIDTH - RIGHT + 6, y + 4, goal[1], size=10))
-    for k, (name, _) in enumerate(series):
+    parts.extend(_legend(title, [name for name, _ in series], unit))
+    return _svg(WIDTH, HEIGHT, parts)
+
+
+def _legend(title: str, names: Sequence[str], unit: str) -> list[str]:
+    parts = []
+    for k, name in enumerate(names):
         y = TOP + 10 + 20 * k
         parts.append(f'<rect x="{WIDTH - RIGHT + 10}" y="{y - 10}" width="12" height="12" '
                      f'fill="{COLORS[k % len(COLORS)]}"/>')
         parts.append(_text(WIDTH - RIGHT + 28, y, name))
     parts.append(_text(LEFT - 45, TOP - 12, unit, size=11))
     parts.append(_text(WIDTH / 2, 22, title, "middle", 14))
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
-            f'viewBox="0 0 {WIDTH} {HEIGHT}">\n<rect width="100%" height="100%" fill="white"/>\n'
+    return parts
+
+
+def grouped_bars(title: str, groups: Sequence[str], series: Sequence[tuple[str, Sequence[float]]],
+                 unit: str = "") -> str:
+    """SVG text: for each group, one bar per series side by side (series
+    named in a legend), each bar labelled with its value."""
+    plot_h = HEIGHT - TOP - BOTTOM
+    plot_w = WIDTH - LEFT - RIGHT
+    top = max([v for _, values in series for v in values] + [1e-9])
+    parts, ymax = _axis(top, plot_h)
+    slot = plot_w / max(len(groups), 1)
+    bar_w = slot * 0.8 / max(len(series), 1)
+    for i, group in enumerate(groups):
+        x0 = LEFT + slot * i + slot * 0.1
+        for k, (name, values) in enumerate(series):
+            x, h = x0 + k * bar_w, values[i] / ymax * plot_h
+            parts.append(f'<rect x="{x:.1f}" y="{TOP + plot_h - h:.1f}" width="{bar_w:.1f}" '
+                         f'height="{h:.1f}" fill="{COLORS[k % len(COLORS)]}"><title>'
+                         f'{escape(group)} {escape(name)} {values[i]:g} {unit}</title></rect>')
+            parts.append(_text(x + bar_w / 2, TOP + plot_h - h - 4, f"{values[i]:.3g}",
+                               "middle", 9))
+        parts.append(_text(LEFT + slot * i + slot / 2, TOP + plot_h + 18, group, "middle"))
+    parts.extend(_legend(title, [name for name, _ in series], unit))
+    return _svg(WIDTH, HEIGHT, parts)
+
+
+def _svg(width: float, height: float, parts: Sequence[str]) -> str:
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}">\n<rect width="100%" height="100%" fill="white"/>\n'
             + "\n".join(parts) + "\n</svg>\n")
+
+
+def grid(charts: Sequence[str], columns: int = 2) -> str:
+    """Several charts of this module (same size) in one SVG, `columns` wide."""
+    rows = math.ceil(len(charts) / columns)
+    parts = []
+    for i, chart in enumerate(charts):
+        x, y = (i % columns) * WIDTH, (i // columns) * HEIGHT
+        parts.append(f'<g transform="translate({x},{y})">{chart}</g>')
+    return _svg(WIDTH * columns, HEIGHT * rows, parts)

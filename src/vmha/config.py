@@ -12,8 +12,9 @@ Settings are passed down as objects; nothing reads them from a global.
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import os
-import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from vmha.domain.bmc import bmc_address_problems, ipmi_password_problem
 from vmha.errors import ConfigError, ValidationError
+from vmha.redact import hidden_value, hide_password, looks_secret, scrub
+
+__all__ = ["Settings", "hide_password", "load_settings", "masked"]
 
 DEFAULT_PORT = 8790
 ROLES = ("admin", "operator", "viewer", "agent")
@@ -85,6 +90,23 @@ class ApiConfig(_Section):
     listen: str = f"127.0.0.1:{DEFAULT_PORT}"
     tokens: tuple[TokenConfig, ...] = ()
     max_page_size: int = Field(default=1000, ge=1, le=1000)
+    # Largest request body (bytes), checked before the body is parsed. The
+    # largest legitimate bodies: an agent's inventory of many domains, a
+    # domain XML (200,000 characters).
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024, le=256 * 1024 * 1024)
+    # HTTPS served by uvicorn itself (else put a TLS reverse proxy in front)
+    tls_cert_file: Path | None = None  # PEM certificate chain
+    tls_key_file: Path | None = None  # PEM private key
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ApiConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("give both tls_cert_file and tls_key_file, or neither")
+        return self
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert_file is not None else "http"
 
     @field_validator("listen")
     @classmethod
@@ -112,8 +134,10 @@ class StoreConfig(_Section):
     @classmethod
     def _url(cls, value: str) -> str:
         if value and not value.startswith(("sqlite:", "postgresql")):
+            scheme = value.partition(":")[0][:32]
             raise ValueError(
-                f"{value!r} is not supported; use sqlite:///PATH or postgresql+psycopg://..."
+                f"scheme {scheme!r} is not supported; use sqlite:///PATH or "
+                "postgresql+psycopg://..."
             )
         return value
 
@@ -126,6 +150,12 @@ class HeartbeatConfig(_Section):
 
     enabled: bool = True
     listen: str = "0.0.0.0:8791"
+    # Kernel buffer for heartbeats waiting to be read: 16 MiB holds about
+    # four seconds of 10,000 hosts' heartbeats (Linux accounts ~830 bytes per
+    # heartbeat against twice this size). Past net.core.rmem_max only as
+    # root; otherwise a warning at start.
+    receive_buffer_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024,
+                                      le=1024 * 1024 * 1024)
 
     @field_validator("listen")
     @classmethod
@@ -159,6 +189,9 @@ class EventsConfig(_Section):
     poll_interval_s: float = Field(default=0.05, gt=0, le=10)  # outbox poll (latency)
     refresh_s: float = Field(default=1.0, gt=0, le=600)  # subscriptions reload
     checkpoint_s: float = Field(default=0.25, gt=0, le=60)  # cursors stored this often
+    # a backlog's webhook requests in flight on one connection (1: one at a
+    # time; docs/events.md "Retries, order and dead letters")
+    pipeline: int = Field(default=16, ge=1, le=64)
     sse_heartbeat_s: float = Field(default=15.0, gt=0, le=3600)
     replay_window_s: int = Field(default=300, ge=1)  # documented for receivers
     source: str = Field(default="vmha", min_length=1, max_length=255)  # CloudEvents source
@@ -168,6 +201,13 @@ class EventsConfig(_Section):
     amqp_exchange: str = Field(default="notifications", min_length=1, max_length=255)
     amqp_topic: str = Field(default="vmha", min_length=1, max_length=255)
     amqp_publisher_id: str = Field(default="vmha", min_length=1, max_length=255)
+    # The project_id/tenant_id of notifications about no project (hosts,
+    # segments): e.g. the operators' Keystone project, whose Aodh alarms
+    # then match them (docs/openstack.md). Empty: none.
+    amqp_project_id: str = Field(default="", max_length=255)
+    # "severity": priority INFO/WARN/ERROR/CRITICAL from the event's severity;
+    # "ceilometer": INFO or ERROR only, the two Ceilometer's event pipeline reads.
+    amqp_priorities: Literal["severity", "ceilometer"] = "severity"
 
 
 class BmcConfig(_Section):
@@ -189,10 +229,12 @@ class BmcConfig(_Section):
     def _one_password(self) -> BmcConfig:
         if (self.password is None) == (self.password_file is None):
             raise ValueError("give exactly one of password or password_file")
-        if self.redfish_url and not self.redfish_url.startswith(("https://", "http://")):
-            raise ValueError(f"redfish_url {self.redfish_url!r} is not an http(s) URL")
+        try:
+            bmc_address_problems(self.ipmi_address, self.redfish_url)
+        except ValidationError as exc:
+            raise ValueError(f"{exc.field}: {exc.reason}") from None
         for key in self.fence_agent_options:
-            if any(word in key.lower() for word in ("pass", "secret", "token", "key")):
+            if looks_secret(key):
                 raise ValueError(f"fence_agent_options: no secrets in options ({key!r}); "
                                  "the agent gets the password and password_file given here")
         return self
@@ -220,19 +262,187 @@ class FencingConfig(_Section):
     secret_key_file: Path | None = None
 
 
+class TenantNetwork(_Section):
+    """A network offered to project tokens: the host bridge their NICs may
+    join and the addresses they may use on it (`spec.address`,
+    `spec.gateway`, the hosts of `spec.health_url` and http probes)."""
+
+    bridge: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,15}$")  # a Linux interface name
+    cidr: str
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr(cls, value: str) -> str:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a network like 198.18.1.0/24") from exc
+        return value
+
+    @property
+    def network(self) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        return ipaddress.ip_network(self.cidr, strict=False)
+
+
+class TenantsConfig(_Section):
+    """What project tokens may choose; they pick from what the admin offers
+    (docs/api.md, "What tenants may choose"). Admins and operators are not
+    limited by this section."""
+
+    images: tuple[str, ...] | None = None  # None: every image under [cloud] image_dir
+    networks: tuple[TenantNetwork, ...] = ()  # none: tenants give no spec (no bridge)
+    max_priority: int = Field(default=500, ge=0, le=1000)  # of their inline policies
+    exec_commands: tuple[str, ...] = ()  # the exact commands their exec probes may run
+
+
 class CloudConfig(_Section):
     """Which cloud vmha drives. `none`: instances are watched, never
     started (recovery reports that no adapter is configured); `libvirt`:
-    vmha defines and starts domains through the hosts' agents."""
+    vmha defines and starts domains through the hosts' agents; `openstack`:
+    Nova evacuates, vmha decides when (`[openstack]`, docs/openstack.md)."""
 
-    adapter: Literal["none", "libvirt"] = "none"
+    adapter: Literal["none", "libvirt", "openstack"] = "none"
     image_dir: Path | None = None  # libvirt: <image>/vmlinuz and <image>/initrd.img
     request_timeout_s: float = Field(default=30.0, gt=0, le=300)  # one agent call
     health_timeout_s: float = Field(default=1.0, gt=0, le=30)  # one health_url check
 
 
+class MetricsConfig(_Section):
+    """`GET /metrics` (Prometheus), token-protected like the API."""
+
+    # per-host heartbeat age and phi series only up to this many hosts
+    per_host_limit: int = Field(default=200, ge=0, le=100_000)
+    poll_s: float = Field(default=1.0, gt=0, le=60)  # how often new job ends are read
+
+
+class CoordinationConfig(_Section):
+    """Several controllers (issue 15): `url` is `local` (one controller, the
+    default) or `etcd://HOST:PORT[,HOST:PORT...][/PREFIX]`. Every controller
+    sharing a store must name the same etcd cluster and prefix, and have a
+    `name` of its own; `api_url` is how the others (and the CLI) reach its
+    API, `heartbeat` the address agents send heartbeats to."""
+
+    url: str = "local"
+    name: str = ""  # default: this machine's host name
+    api_url: str = ""  # default: http://<api.listen>
+    heartbeat: str = ""  # default: heartbeat.listen
+    lease_s: float = Field(default=5.0, ge=2, le=60)  # the leader's lease in etcd
+    step_s: float = Field(default=0.0, ge=0, le=20)  # a round every; 0: lease_s / 5
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value != "local" and not value.startswith("etcd://"):
+            raise ValueError(f"{value!r}: use 'local' or etcd://HOST:PORT[,HOST:PORT...]")
+        return value
+
+    def round_s(self) -> float:
+        return self.step_s or self.lease_s / 5
+
+
+def _read_secret(where: str, path: Path) -> str:
+    try:
+        value = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read {str(path)!r}: {exc.strerror}") from exc
+    if not value:
+        raise ConfigError(f"{where}: {str(path)!r} is empty")
+    return value
+
+
+class OpenStackConfig(_Section):
+    """How vmha logs in to an OpenStack cloud (`[cloud] adapter =
+    "openstack"`): a clouds.yaml entry (`cloud`), or explicit values with a
+    password or an application credential. Secrets are best given as files
+    (`password_file`, `application_credential_secret_file`); they are never
+    logged nor shown. The user needs the admin role (docs/openstack.md)."""
+
+    cloud: str = ""  # a clouds.yaml entry (OS_CLIENT_CONFIG_FILE or the usual places)
+    auth_url: str = ""
+    region_name: str = ""
+    interface: Literal["public", "internal", "admin"] = "public"
+    username: str = ""
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    project_name: str = ""
+    project_id: str = ""
+    user_domain_name: str = "Default"
+    project_domain_name: str = "Default"
+    application_credential_id: str = ""
+    application_credential_secret: SecretStr | None = None
+    application_credential_secret_file: Path | None = None
+    ca_bundle: Path | None = None  # PEM bundle that signs Keystone's and Nova's certificates
+    verify: bool = True  # false: accept any certificate (logged loudly)
+    timeout_s: float = Field(default=30.0, gt=0, le=300)  # one API call
+    retry_s: float = Field(default=45.0, ge=0, le=600)  # transient failures, per port call
+    # who picks each evacuation's target: vmha's planner (capacity, priority,
+    # anti-affinity, reserved hosts) or Nova's scheduler (no host named)
+    target: Literal["planner", "scheduler"] = "planner"
+    # Inventory (docs/openstack.md): hosts from nova-compute services, servers
+    # of every project; re-read every interval and soon after a Nova
+    # notification on `notifications_url` (the cloud's bus; empty: none).
+    inventory_interval_s: float = Field(default=60.0, gt=0, le=86400)
+    inventory_min_gap_s: float = Field(default=1.0, ge=0, le=600)
+    segments: Literal["aggregate", "manual"] = "manual"  # aggregate: a segment per aggregate
+    default_segment: str = Field(default="default", min_length=1, max_length=64)
+    evacuable_tags: bool = False  # RHOSO-style: only `evacuable=true` flavors/images move
+    notifications_url: SecretStr = SecretStr("")  # e.g. rabbit://user:pw@rabbit:5672/
+    notifications_topics: tuple[str, ...] = ("notifications", "versioned_notifications")
+    notifications_exchange: str = Field(default="nova", min_length=1, max_length=255)
+
+    @model_validator(mode="after")
+    def _one_way_in(self) -> OpenStackConfig:
+        if self.auth_url and not self.auth_url.startswith(("https://", "http://")):
+            raise ValueError(f"auth_url {self.auth_url!r} is not an http(s) URL")
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give password or password_file, not both")
+        if (self.application_credential_secret is not None
+                and self.application_credential_secret_file is not None):
+            raise ValueError("give application_credential_secret or its _file, not both")
+        return self
+
+    def check(self) -> None:
+        """For `[cloud] adapter = "openstack"`: ConfigError naming what is missing."""
+        if not self.cloud and not self.auth_url:
+            raise ConfigError('openstack: [cloud] adapter = "openstack" needs '
+                              "openstack.cloud (a clouds.yaml entry) or openstack.auth_url")
+        if self.cloud:
+            return
+        if self.application_credential_id:
+            self.app_secret()
+            return
+        for key in ("username",):
+            if not getattr(self, key):
+                raise ConfigError(f"openstack.{key}: required with openstack.auth_url")
+        if not (self.project_name or self.project_id):
+            raise ConfigError("openstack.project_name: required with openstack.auth_url "
+                              "(or project_id)")
+        self.secret()
+
+    def secret(self) -> str:
+        """The password (read from password_file when given)."""
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is None:
+            if self.cloud or self.application_credential_id:
+                return ""
+            raise ConfigError("openstack.password_file: give a password (file) or an "
+                              "application credential")
+        return _read_secret("openstack.password_file", self.password_file)
+
+    def app_secret(self) -> str:
+        if self.application_credential_secret is not None:
+            return self.application_credential_secret.get_secret_value()
+        if self.application_credential_secret_file is None:
+            raise ConfigError("openstack.application_credential_secret_file: required with "
+                              "openstack.application_credential_id")
+        return _read_secret("openstack.application_credential_secret_file",
+                            self.application_credential_secret_file)
+
+
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"  # json: one JSON object per line
 
 
 class Settings(BaseSettings):
@@ -248,11 +458,17 @@ class Settings(BaseSettings):
     api: ApiConfig = Field(default_factory=ApiConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     heartbeat: HeartbeatConfig = Field(default_factory=HeartbeatConfig)
     events: EventsConfig = Field(default_factory=EventsConfig)
     fencing: FencingConfig = Field(default_factory=FencingConfig)
     bmcs: dict[str, BmcConfig] = Field(default_factory=dict)
     cloud: CloudConfig = Field(default_factory=CloudConfig)
+    tenants: TenantsConfig = Field(default_factory=TenantsConfig)
+    coordination: CoordinationConfig = Field(default_factory=CoordinationConfig)
+
+
+    openstack: OpenStackConfig = Field(default_factory=OpenStackConfig)
     # Detector, fencing and recovery tunables: the keys and defaults of
     # vmha.engine.settings.ControllerSettings (checked by load_settings).
     controller: dict[str, Any] = Field(default_factory=dict)
@@ -288,29 +504,52 @@ def load_settings(path: str | Path | None = None) -> Settings:
         settings = Settings(**data)
     except PydanticValidationError as exc:
         raise ConfigError(describe_validation(exc, file_path)) from None
-    for token in settings.api.tokens:
-        token.secret()  # a missing token_file is a config error, found now
+    check_unique_tokens(settings.api.tokens, file_path)
     controller_settings(settings, file_path)
-    for bmc in settings.bmcs.values():
-        bmc.secret()  # an unreadable password_file is a config error, found now
+    for name, bmc in settings.bmcs.items():
+        password = bmc.secret()  # an unreadable password_file is a config error, found now
+        problem = ipmi_password_problem(password, bmc.ipmi_address, bmc.fence_agent)
+        if problem is not None:
+            where = f"{file_path}: " if file_path else ""
+            raise ConfigError(problems([f"{where}bmcs.{name}.password = ***: {problem}"]))
+    if settings.cloud.adapter == "openstack":
+        settings.openstack.check()
     return settings
 
 
+def check_unique_tokens(tokens: tuple[TokenConfig, ...], file_path: Path | None) -> None:
+    """Every token readable (a missing token_file is found now) and given
+    once: the same token twice would get whichever role comes first."""
+    seen: dict[str, int] = {}
+    for index, token in enumerate(tokens):
+        value = token.secret()
+        if value in seen:
+            first = tokens[seen[value]]
+            where = f"{file_path}: " if file_path else ""
+            roles = ("the same role" if first.role == token.role
+                     else f"roles {first.role!r} and {token.role!r}")
+            raise ConfigError(problems([
+                f"{where}api.tokens[{index}].token = ***: the same token as "
+                f"api.tokens[{seen[value]}] ({roles}); give every token once"]))
+        seen[value] = index
+
+
 def controller_settings(settings: Settings, file_path: Path | None = None) -> Any:
-    """The engine's ControllerSettings from `[controller]`, or ConfigError."""
+    """The engine's ControllerSettings from `[controller]` (and, on
+    OpenStack, `[openstack] target` as `evacuation_target`), or ConfigError."""
     from vmha.engine.settings import ControllerSettings  # the engine is optional here
 
+    data = dict(settings.controller)
+    if settings.cloud.adapter == "openstack":
+        data.setdefault("evacuation_target", settings.openstack.target)
     try:
-        return ControllerSettings.from_mapping(settings.controller)
+        return ControllerSettings.from_mapping(data)
     except ValidationError as exc:
         where = f"{file_path}: " if file_path else ""
-        value = settings.controller.get(exc.field, "?")
-        raise ConfigError(
-            f"invalid configuration:\n  {where}controller.{exc.field} = {value!r}: {exc.reason}"
-        ) from None
-
-
-SECRET_WORDS = ("token", "secret", "password")
+        key = f"controller.{exc.field}"
+        known = exc.field in {f.name for f in dataclasses.fields(ControllerSettings)}
+        shown = hidden_value(key, data.get(exc.field, "?"), known=known)
+        raise ConfigError(problems([f"{where}{key} = {shown}: {exc.reason}"])) from None
 
 
 def read_toml(file_path: Path) -> dict[str, Any]:
@@ -334,24 +573,21 @@ def describe_validation(exc: PydanticValidationError, file_path: Path | None,
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         value = err.get("input")
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        if any(word in key for word in SECRET_WORDS):
-            shown = "***"
-        elif isinstance(value, dict):
-            shown = "{...}"  # a whole table may hold a password
-        else:
-            shown = repr(value)
+        unknown = err["type"] == "extra_forbidden"  # a misspelt key may hold a secret
+        shown = hidden_value(key, value, known=not unknown)
+        msg = "unknown key" if unknown else scrub(err["msg"].removeprefix("Value error, "),
+                                                  value, shown)
         if err["type"] == "missing":
             shown, msg = "(missing)", "required key"
         lines.append(f"{where}{key} = {shown}: {msg}")
+    return problems(lines, what)
+
+
+def problems(lines: list[str], what: str = "configuration") -> str:
+    """One problem on one line; several under a heading, one per line."""
+    if len(lines) == 1:
+        return f"invalid {what}: {lines[0]}"
     return f"invalid {what}:\n  " + "\n  ".join(lines)
-
-
-def hide_password(url: str) -> str:
-    """`postgresql://u:secret@h/db` -> `postgresql://u:***@h/db`."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 def masked(settings: Settings) -> dict[str, Any]:
@@ -364,4 +600,7 @@ def masked(settings: Settings) -> dict[str, Any]:
     for bmc in data["bmcs"].values():
         if bmc.get("password") is not None:
             bmc["password"] = "***"
+    for key in ("password", "application_credential_secret"):
+        if data["openstack"].get(key) is not None:
+            data["openstack"][key] = "***"
     return data

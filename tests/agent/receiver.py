@@ -1,8 +1,9 @@
 """A tiny HTTP/1.1 receiver standing in for the controller's agent endpoints.
 
 Records every request (method, path, headers, JSON body, arrival time) and
-answers 202 {"accepted": N} for event batches, 200 otherwise, or a chosen
-status. Keeps connections alive, as httpx expects. Tests only.
+answers 202 {"accepted": N} for event batches, a set JSON document for
+GETs of its path, 200 otherwise, or a chosen status. Keeps connections
+alive, as httpx expects. Tests only.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class Receiver:
         self.port = port
         self.requests: list[Request] = []
         self.status: int | None = None  # force a status for every answer
+        self.documents: dict[str, Any] = {}  # GET path -> JSON answer (probe documents)
+        self.replies: dict[str, Any] = {}  # path suffix -> JSON answered to it
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -85,8 +88,11 @@ class Receiver:
                 self.requests.append(Request(method, path, headers, data, time.time()))
                 self.arrived.set()
                 status = self.status or (202 if path.endswith("/events") else 200)
+                reply = next((v for k, v in self.replies.items() if path.endswith(k)), {})
                 answer = json.dumps({"accepted": len(data["events"])} if status == 202 and data
-                                    else {}).encode()
+                                    else reply).encode()
+                if method == "GET" and path in self.documents and self.status is None:
+                    status, answer = 200, json.dumps(self.documents[path]).encode()
                 writer.write(f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
                              f"Content-Length: {len(answer)}\r\n\r\n".encode() + answer)
                 await writer.drain()

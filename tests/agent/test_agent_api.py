@@ -139,3 +139,38 @@ def test_domain_bodies_up_to_256_kib_are_read_and_larger_ones_refused(tmp_path: 
         assert raw.split()[1] == b"413" and b"262144" in raw
 
     run(tmp_path, body)
+
+
+async def raw_get(port: int, path: str, token: str | None = TOKEN) -> tuple[int, str, str]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\n\r\n".encode())
+    raw = await reader.read()
+    writer.close()
+    head, _, payload = raw.partition(b"\r\n\r\n")
+    ctype = next((line.split(b":", 1)[1].strip().decode() for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-type:")), "")
+    return int(head.split()[1]), ctype, payload.decode()
+
+
+def test_agent_metrics_in_the_prometheus_text_format(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async def body(a: Agent, b: Agent, pa: int, pb: int, hb: int) -> None:
+        await a.probe("b", 0.5)
+        await a.tick()
+        assert (await raw_get(pb, "/v1/metrics", token=None))[0] == 401
+        status, ctype, text = await raw_get(pb, "/v1/metrics")
+        assert status == 200 and ctype.startswith("text/plain; version=0.0.4")
+        got = {s.name: (s.labels, s.value) for f in text_string_to_metric_families(text)
+               for s in f.samples}
+        assert got["vmha_agent_probes_answered_total"] == ({"host": "b"}, 1.0)
+        assert got["vmha_agent_watchdog_armed"][1] == 0.0  # backend none in these tests
+        a_text = (await raw_get(pa, "/v1/metrics"))[2]
+        a_got = {s.name: s.value for f in text_string_to_metric_families(a_text)
+                 for s in f.samples}
+        assert a_got["vmha_agent_heartbeats_sent_total"] == 1.0
+        assert a_got["vmha_agent_probe_replies_total"] == 1.0
+        assert "vmha_agent_send_errors_total" in a_got
+
+    run(tmp_path, body)

@@ -69,6 +69,9 @@ def test_a_complete_file_loads_with_defaults_filled(tmp_path: Path) -> None:
         (("token = \"t\"", ""), "api"),
         (("host = \"host1\"", ""), "host"),
         (("[peers]", "[peers]\nhost1 = \"198.18.0.11\""), "itself"),
+        (("url = \"http://198.18.0.1:8790\"", "url = \"198.18.0.1:8790\""), "controller.url"),
+        (("url = \"http://198.18.0.1:8790\"", "url = [\"http://a:1\", \"ftp://b\"]"),
+         "controller.url_alternates"),
     ],
 )
 def test_bad_keys_and_values_are_named(tmp_path: Path, change: tuple[str, str], named: str
@@ -76,6 +79,16 @@ def test_bad_keys_and_values_are_named(tmp_path: Path, change: tuple[str, str], 
     with pytest.raises(ConfigError) as err:
         load_agent_config(write(tmp_path, GOOD.replace(*change)))
     assert named in err.value.detail
+
+
+def test_controller_url_may_list_every_controller(tmp_path: Path) -> None:
+    assert load_agent_config(write(tmp_path, GOOD)).controller.api_urls() == (
+        "http://198.18.0.1:8790",)
+    several = GOOD.replace('url = "http://198.18.0.1:8790"',
+                           'url = ["http://198.18.0.2:8790", "http://198.18.0.3:8790"]')
+    cfg = load_agent_config(write(tmp_path, several)).controller
+    assert cfg.url == "http://198.18.0.2:8790"  # the first one, as a single URL
+    assert cfg.api_urls() == ("http://198.18.0.2:8790", "http://198.18.0.3:8790")
 
 
 def test_secrets_are_never_echoed(tmp_path: Path) -> None:

@@ -9,9 +9,11 @@ from vmha.adapters.heartbeat.wire import (
     Datagram,
     DatagramRejected,
     Kind,
+    ack_of,
     decode,
     encode,
     parse,
+    parse_fields,
 )
 from vmha.errors import ValidationError
 
@@ -74,3 +76,12 @@ def test_unknown_kind_is_malformed() -> None:
 def test_bad_host_names_cannot_be_encoded(host: str) -> None:
     with pytest.raises(ValidationError, match="host"):
         encode(Datagram(Kind.HEARTBEAT, host, b"\0" * 8, 1, 0.0), KEY)
+
+
+def test_the_ack_made_from_a_heartbeat_s_bytes_is_the_encoded_ack() -> None:
+    key = b"k" * 32
+    beat = Datagram(Kind.HEARTBEAT, "höst-1", b"B" * 8, 2**63 + 5, 1_800_000_000.25)
+    ack = ack_of(encode(beat, key), key)
+    assert ack == encode(Datagram(Kind.ACK, beat.host, beat.boot_id, beat.seq, beat.sent_at), key)
+    assert decode(ack, key).kind is Kind.ACK
+    assert parse_fields(ack) == (Kind.ACK, "höst-1", b"B" * 8, 2**63 + 5, 1_800_000_000.25)

@@ -26,6 +26,7 @@ import pytest
 from agentkit import free_port
 from receiver import Receiver
 
+from tiers import require_tier
 from vmha.agent.domains import DomainEvent
 from vmha.errors import Conflict, NotFound, ValidationError
 
@@ -48,11 +49,7 @@ def _missing() -> str | None:
 
 @pytest.fixture(scope="module", autouse=True)
 def _libvirt_ready() -> None:
-    reason = _missing()
-    if reason and os.environ.get("CI") == "true":
-        pytest.fail(f"hypervisor tests cannot run under CI: {reason}")
-    if reason:
-        pytest.skip(reason)
+    require_tier("hypervisor", _missing())
 
 
 def domain_xml(uuid: str, memory_mb: int = 64) -> str:

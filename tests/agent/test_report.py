@@ -145,3 +145,30 @@ def test_inventory_is_sent_at_start_on_request_and_periodically() -> None:
             await rx.stop()
 
     asyncio.run(main())
+
+
+def test_a_controller_that_is_down_or_has_no_leader_hands_over_to_the_next() -> None:
+    async def main() -> None:
+        down, busy, up = free_port(), free_port(), free_port()
+        rx_busy, rx_up = Receiver(busy), Receiver(up)
+        await rx_busy.start()
+        await rx_up.start()
+        rx_busy.status = 503  # a follower without a leader to forward to
+        rep = EventReporter([f"http://127.0.0.1:{p}" for p in (down, busy, up)], "host1",
+                            "tok", "00ff00ff00ff00ff")
+        rep.start()
+        try:
+            started = time.monotonic()
+            rep.push(event(0))
+            await rx_up.wait_for(lambda: len(rx_up.events()) == 1, 2.0)
+            assert time.monotonic() - started < 1.0  # at once, not after a backoff
+            assert len(rx_busy.requests) == 1 and rep.metrics["failures"] == 0
+            rep.push(event(1))  # sticks with the one that answered
+            await rx_up.wait_for(lambda: len(rx_up.events()) == 2, 2.0)
+            assert len(rx_busy.requests) == 1
+        finally:
+            await rep.stop()
+            await rx_busy.stop()
+            await rx_up.stop()
+
+    asyncio.run(main())

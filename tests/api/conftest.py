@@ -11,42 +11,14 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from apikit import TOKENS, StepClock, make_settings, running_engine
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from vmha.adapters.store import open_store
 from vmha.adapters.system import SequentialIds
 from vmha.api import create_app
-from vmha.config import Settings
 from vmha.ports import Store
-
-TOKENS = {
-    "admin": "tok-admin",
-    "operator": "tok-operator",
-    "viewer": "tok-viewer",
-    "project:p1": "tok-p1",
-    "project:p2": "tok-p2",
-    "agent": "tok-agent",
-}
-
-
-class StepClock:
-    """A clock that stands still unless a test moves it."""
-
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.t = now
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.t += seconds
-
-
-def make_settings(**api: object) -> Settings:
-    tokens = [{"token": secret, "role": role, "name": f"{role}-token"}
-              for role, secret in TOKENS.items()]
-    return Settings.model_validate({"api": {"tokens": tokens, **api}})
 
 
 @pytest.fixture(scope="session")
@@ -71,7 +43,17 @@ def clock() -> StepClock:
 
 
 @pytest.fixture
-def app(store: Store, clock: StepClock) -> FastAPI:
+def app(store: Store, clock: StepClock) -> Iterator[FastAPI]:
+    """The API with a running engine behind its inbox (as in `vmha serve`)."""
+    app = create_app(make_settings(max_page_size=50), store, clock, SequentialIds("vm"))
+    with running_engine(store, clock) as inbox:
+        app.state.vmha.inbox = inbox
+        yield app
+
+
+@pytest.fixture
+def bare_app(store: Store, clock: StepClock) -> FastAPI:
+    """The API alone: no engine in this process (its engine requests are 503)."""
     return create_app(make_settings(max_page_size=50), store, clock, SequentialIds("vm"))
 
 

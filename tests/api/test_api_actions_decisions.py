@@ -1,11 +1,13 @@
 """Instance actions and custom decisions through the API, on a real SQLite
-store, with the engine's Controller running on the fake cloud (the engine
-parts are the real ones; only the hypervisor is a fake)."""
+store, with the Engine running on the fake cloud behind the inbox (the
+engine parts are the real ones; only the hypervisor is a fake). One test
+client (one event loop, the engine's) with a token per role."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -18,24 +20,11 @@ from vmha.adapters.peer.fake import FakePeerProber
 from vmha.adapters.system import SequentialIds
 from vmha.api import create_app
 from vmha.config import Settings
+from vmha.controller.inbox import Inbox
+from vmha.domain.commands import InstanceEvent
 from vmha.domain.model import HostState
-from vmha.engine.controller import Controller
-from vmha.engine.settings import ControllerSettings
+from vmha.engine import ControllerSettings, Engine
 from vmha.ports import Store
-
-
-class Engine:
-    """The operations the API calls, as `vmha serve`'s Service offers them."""
-
-    def __init__(self, controller: Controller) -> None:
-        self.controller = controller
-
-    async def instance_action(self, *args: Any) -> Any:
-        return await self.controller.instance_action(*args)
-
-    async def decide(self, *args: Any) -> Any:
-        return await self.controller.decide(*args)
-
 
 TOKENS = {"admin": "tok-admin", "operator": "tok-operator", "viewer": "tok-viewer",
           "project:p1": "tok-p1", "project:p2": "tok-p2"}
@@ -68,22 +57,49 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def world(store: Store, clock: ManualClock) -> Iterator[tuple[FastAPI, Controller, FakeCloud]]:
+def world(store: Store, clock: ManualClock) -> Iterator[tuple[FastAPI, Inbox, FakeCloud]]:
     ids = SequentialIds("job")
     app = create_app(make_settings(), store, clock, ids)
     cloud = FakeCloud()
-    controller = Controller(ControllerSettings(), store, clock, ids, {}, cloud,
-                            FakePeerProber())
-    app.state.vmha.operations = Engine(controller)
-    yield app, controller, cloud
+    inbox = Inbox()
+    engine = Engine(ControllerSettings(), store, clock, ids, {}, cloud, FakePeerProber(),
+                    inbox=inbox)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(engine.run())
+        yield
+        await engine.stop()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    app.router.lifespan_context = lifespan
+    app.state.vmha.inbox = inbox
+    yield app, inbox, cloud
 
 
-def client(app: FastAPI, role: str) -> TestClient:
-    return TestClient(app, headers={"Authorization": f"Bearer {TOKENS[role]}"},
-                      raise_server_exceptions=False)
+class As:
+    """Requests with one role's token, through the shared test client."""
+
+    def __init__(self, client: TestClient, role: str) -> None:
+        self.client = client
+        self.portal = client.portal
+        self.headers = {"Authorization": f"Bearer {TOKENS[role]}"}
+
+    def get(self, url: str, **kwargs: Any) -> Any:
+        return self.client.get(url, headers=self.headers, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> Any:
+        return self.client.post(url, headers=self.headers, **kwargs)
 
 
-def seed(admin: TestClient, policy: dict[str, Any] | None = None) -> None:
+@contextmanager
+def clients(app: FastAPI, *roles: str) -> Iterator[list[As]]:
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield [As(client, role) for role in roles]
+
+
+def seed(admin: As, policy: dict[str, Any] | None = None) -> None:
     assert admin.post("/v1/segments", json={"name": "s1"}).status_code == 201
     for name in ("h1", "h2"):
         body = {"name": name, "segment": "s1",
@@ -95,25 +111,28 @@ def seed(admin: TestClient, policy: dict[str, Any] | None = None) -> None:
         assert admin.post("/v1/instances", json=body).status_code == 201
 
 
-def wait_job(c: TestClient, job_id: str) -> dict[str, Any]:
+def wait_job(c: As, job_id: str) -> dict[str, Any]:
     for _ in range(200):
         job: dict[str, Any] = c.get(f"/v1/jobs/{job_id}").json()
         if job["state"] in ("done", "failed"):
             return job
-        c.portal.call(asyncio.sleep, 0.005)  # type: ignore[union-attr]
+        c.portal.call(asyncio.sleep, 0.005)
     raise AssertionError(f"job {job_id} did not finish")
 
 
 def test_actions_run_as_jobs_with_roles_projects_and_safety(world: Any) -> None:
-    app, _controller, cloud = world
-    with client(app, "admin") as admin, client(app, "project:p1") as p1, \
-            client(app, "viewer") as viewer, client(app, "operator") as operator:
+    app, _inbox, cloud = world
+    with clients(app, "admin", "project:p1", "viewer", "operator") as (admin, p1, viewer,
+                                                                         operator):
         seed(admin)
         r = p1.post("/v1/instances/a1/actions", json={"action": "restart"})
         assert r.status_code == 202, r.text
         assert r.json()["kind"] == "action"
         done = wait_job(admin, r.json()["id"])
         assert done["state"] == "done" and done["reason"] == "restarted on h1"
+        # the project reads the job its action started, and finds it in its list
+        assert p1.get(f"/v1/jobs/{done['id']}").json() == done
+        assert [j["id"] for j in p1.get("/v1/jobs").json()["items"]] == [done["id"]]
         assert ("stop", "a1", "h1") in cloud.calls and ("start", "a1", "h1") in cloud.calls
         types = [e["type"] for e in admin.get("/v1/events", params={"since": 0}).json()["items"]]
         assert {"job.started", "job.step", "job.done", "instance.restarted"} <= set(types)
@@ -136,8 +155,8 @@ def test_actions_run_as_jobs_with_roles_projects_and_safety(world: Any) -> None:
 
 
 def test_evacuate_after_fence_moves_the_instance(world: Any, store: Store) -> None:
-    app, _controller, cloud = world
-    with client(app, "admin") as admin:
+    app, _inbox, cloud = world
+    with clients(app, "admin") as (admin,):
         seed(admin)
         h1 = store.get_host("h1")
         store.update_host(replace(h1, state=HostState.FENCED))  # as a recovery job leaves it
@@ -149,18 +168,18 @@ def test_evacuate_after_fence_moves_the_instance(world: Any, store: Store) -> No
         assert cloud.running["a1"] == {"h2"}
 
 
-def decision_token(admin: TestClient) -> str:
+def decision_token(admin: As) -> str:
     events = admin.get("/v1/events", params={"type": "decision.requested"}).json()["items"]
     return str(events[-1]["payload"]["token"])
 
 
 def test_decisions_answered_in_time_late_and_by_others(world: Any, clock: ManualClock) -> None:
-    app, controller, cloud = world
+    app, inbox, cloud = world
     policy = {"guest": "custom", "custom_deadline_s": 60}
-    with client(app, "admin") as admin, client(app, "project:p1") as p1, \
-            client(app, "project:p2") as p2, client(app, "viewer") as viewer:
+    with clients(app, "admin", "project:p1", "project:p2", "viewer") as (admin, p1, p2,
+                                                                           viewer):
         seed(admin, policy)
-        admin.portal.call(controller.instance_event, "a1", "crashed", "test")  # type: ignore[union-attr]
+        admin.portal.call(inbox.ask, InstanceEvent("a1", "crashed", "test"))
         token = decision_token(admin)
         assert token.startswith("job-") and "." in token
         ans = {"action": "restart"}
@@ -172,12 +191,15 @@ def test_decisions_answered_in_time_late_and_by_others(world: Any, clock: Manual
         ok = p1.post(f"/v1/decisions/{token}", json=ans)
         assert ok.status_code == 202, ok.text
         assert ok.json()["decision"]["state"] == "done"
+        decision_id = ok.json()["decision"]["id"]
+        assert p1.get(f"/v1/jobs/{decision_id}").json()["state"] == "done"
+        assert p2.get(f"/v1/jobs/{decision_id}").status_code == 404
         assert wait_job(admin, ok.json()["job"]["id"])["reason"] == "restarted on h1"
         again = p1.post(f"/v1/decisions/{token}", json={"action": "stop"})
         assert again.status_code == 409 and "already answered" in again.json()["detail"]
 
         # a second crash, answered after the deadline: 409 and the fallback ran
-        admin.portal.call(controller.instance_event, "a1", "crashed", "again")  # type: ignore[union-attr]
+        admin.portal.call(inbox.ask, InstanceEvent("a1", "crashed", "again"))
         late_token = decision_token(admin)
         clock.t += 61
         late = p1.post(f"/v1/decisions/{late_token}", json={"action": "stop"})

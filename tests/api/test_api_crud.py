@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
+from vmha.domain.model import Job, JobKind, JobState
 from vmha.domain.policy import DEFAULT_POLICY
+from vmha.ports import Store
 
 
 def test_segment_lifecycle(admin: TestClient) -> None:
@@ -40,6 +42,17 @@ def test_segment_with_hosts_cannot_be_deleted(seeded: TestClient) -> None:
     refused = seeded.delete("/v1/segments/seg-a")
     assert refused.status_code == 409
     assert "still has 2 host(s)" in refused.json()["detail"]
+
+
+def test_host_with_a_paused_recovery_job_cannot_be_deleted(
+    seeded: TestClient, store: Store
+) -> None:
+    """The engine would lose the host its job fences (issue 11 item 7)."""
+    store.create_job(Job("job-42", JobKind.HOST_RECOVERY, "h1", state=JobState.PAUSED))
+    refused = seeded.delete("/v1/hosts/h1")
+    assert refused.status_code == 409
+    assert "unfinished recovery job job-42 (paused)" in refused.json()["detail"]
+    assert seeded.get("/v1/hosts/h1").status_code == 200
 
 
 def test_host_lifecycle(admin: TestClient, clock: object) -> None:

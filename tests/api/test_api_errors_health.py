@@ -6,10 +6,13 @@ import logging
 from collections.abc import Callable
 
 import pytest
+from apikit import StepClock, make_settings
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from vmha.adapters.store.fake import FakeStore
+from vmha.adapters.system import SequentialIds
+from vmha.api import create_app
 from vmha.domain.model import Host
 from vmha.errors import StoreUnavailable
 from vmha.ports import ListQuery, Page, Store
@@ -40,10 +43,14 @@ def test_body_validation_names_field_path(admin: TestClient) -> None:
     assert body["errors"][0]["field"] == "body.policy.priority"  # type: ignore[index]
     assert str(body["detail"]).startswith("body.policy.priority: ")
 
-    domain = admin.post("/v1/policies", json={"name": "p", "policy": {"window_s": 0}})
-    body = _is_problem(domain, 422)
-    assert body["errors"] == [{"field": "body.policy.window_s",
-                               "message": "must be in (0, 604800] seconds"}]
+    declared = admin.post("/v1/policies", json={"name": "p", "policy": {"window_s": 0}})
+    body = _is_problem(declared, 422)  # a range /openapi.json states
+    assert body["errors"][0]["field"] == "body.policy.window_s"  # type: ignore[index]
+    domain = admin.post("/v1/policies", json={"name": "p", "policy": {"probes": [
+        {"kind": "tcp", "target": "80", "interval_s": 1, "timeout_s": 2}]}})
+    body = _is_problem(domain, 422)  # two fields together: the domain's words
+    assert body["errors"] == [{"field": "body.policy.probes[0].timeout_s",
+                               "message": "must be positive and at most interval_s"}]
 
     probe = admin.post("/v1/policies", json={
         "name": "p", "policy": {"probes": [{"kind": "tcp", "target": "99999"}]}})
@@ -134,10 +141,53 @@ def test_nul_characters_are_refused(admin: TestClient) -> None:
     assert body["errors"][0]["field"] == "path"  # type: ignore[index]
 
 
-def test_operator_fencing_needs_the_running_engine(seeded: TestClient) -> None:
+def test_operator_fencing_needs_the_running_engine(bare_app: FastAPI) -> None:
     """A bare API app (no engine in this process) says so with a 503."""
+    seeded = TestClient(bare_app, headers={"Authorization": "Bearer tok-admin"},
+                        raise_server_exceptions=False)
     for response in (seeded.get("/v1/hosts/h1/power-status"),
-                     seeded.post("/v1/hosts/h1/fence-ack")):
+                     seeded.post("/v1/hosts/h1/fence-ack"),
+                     seeded.post("/v1/hosts/h1/maintenance", json={"enabled": True})):
         assert response.status_code == 503, response.text
         assert response.headers["content-type"].startswith("application/problem+json")
         assert "engine is not running" in response.json()["detail"]
+
+
+def test_bodies_over_the_limit_are_413_and_tokens_are_checked_first(
+    store: Store,
+) -> None:
+    app = create_app(make_settings(max_body_bytes=65536), store, StepClock(), SequentialIds())
+    big = b'{"name": "s1"' + b" " * 70000 + b"}"
+    json_type = {"Content-Type": "application/json"}
+    with TestClient(app, headers={"Authorization": "Bearer tok-admin"}) as admin:
+        body = _is_problem(admin.post("/v1/segments", content=big, headers=json_type), 413)
+        assert "65536 bytes" in str(body["detail"])
+        chunked = admin.post("/v1/segments", content=iter([big[:40000], big[40000:]]),
+                             headers=json_type)
+        _is_problem(chunked, 413)
+        fits = admin.post("/v1/segments", content=big[:60000].rstrip() + b"}",
+                          headers=json_type)
+        assert fits.status_code == 201, fits.text
+    with TestClient(app) as anonymous:
+        refused = anonymous.post("/v1/segments", content=big, headers=json_type)
+        _is_problem(refused, 401)
+        assert refused.headers["www-authenticate"] == "Bearer"
+        _is_problem(anonymous.get("/v1/nothing-here"), 401)  # every /v1 path needs a token
+
+
+def test_an_overloaded_controller_is_not_ready_and_says_why(
+    app: FastAPI, client_for: Callable[[str | None], TestClient]
+) -> None:
+    viewer = client_for("viewer")
+    assert _is_problem(viewer.get("/v1/controller"), 503)["detail"].startswith(
+        "the controller's engine is not running")
+    status = {"hosts_watched": 3, "overloaded": False, "overload_reason": "",
+              "intake_lag_s": 0.01, "tick_lag_s": 0.0, "heartbeats_applied": 12,
+              "heartbeats": {"accepted": 12, "kernel_drops": 0}}
+    app.state.vmha.controller_status = lambda: status
+    assert client_for(None).get("/readyz").json() == {"status": "ready"}
+    assert viewer.get("/v1/controller").json() == status
+    assert client_for("agent").get("/v1/controller").status_code == 403
+    status.update(overloaded=True, overload_reason="heartbeat intake 2.5 s behind")
+    body = _is_problem(client_for(None).get("/readyz"), 503)
+    assert "overloaded: heartbeat intake 2.5 s behind" in body["detail"]

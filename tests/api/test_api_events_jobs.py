@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 from fastapi.testclient import TestClient
 
-from vmha.domain.model import Job, JobKind, JobState, finish_step, start_step
+from vmha.domain.model import Job, JobKind, JobState
+from vmha.domain.transitions import finish_step, start_step
 from vmha.ports import Store
 
 ClientFor = Callable[[str | None], TestClient]

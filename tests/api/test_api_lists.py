@@ -3,7 +3,12 @@ errors as 422 problems naming the query field."""
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
+
+from vmha.api.context import Liveness
+from vmha.api.schemas import HostOut
+from vmha.domain.model import Capacity, Host, HostState
 
 
 def _walk(client: TestClient, path: str, **params: object) -> tuple[list[str], int]:
@@ -32,6 +37,30 @@ def test_pages_cover_everything_once(admin: TestClient) -> None:
     assert keys == list(reversed(names))
     first = admin.get("/v1/hosts", params={"limit": 7}).json()
     assert first["next_marker"] is None and len(first["items"]) == 7
+
+
+def test_a_listed_host_is_what_its_own_resource_shows(admin: TestClient) -> None:
+    """The host list writes its JSON itself (HostOut.plain, for pages of
+    1,000 hosts); GET /v1/hosts/{name} goes through the response model."""
+    admin.post("/v1/segments", json={"name": "s"})
+    body = {"name": "h1", "segment": "s", "address": "198.18.0.11", "reserved": True,
+            "capacity": {"vcpus": 8, "ram_mb": 4096, "disk_gb": 40}, "bmc": "bmc-h1",
+            "fence_levels": [["ipmi"], ["redfish", "agent_watchdog"]]}
+    assert admin.post("/v1/hosts", json=body).status_code == 201
+    admin.post("/v1/hosts", json={"name": "h2", "segment": "s"})
+    page = admin.get("/v1/hosts", params={"limit": 1})
+    assert page.headers["content-type"] == "application/json"
+    assert page.json() == {"items": [admin.get("/v1/hosts/h1").json()], "next_marker": "h1"}
+
+
+@pytest.mark.parametrize("live", [None, Liveness(heartbeat_age_s=None, phi=0.0),
+                                  Liveness(heartbeat_age_s=2.5, phi=7.25)])
+def test_plain_host_is_the_response_model_dumped(live: Liveness | None) -> None:
+    host = Host(name="h1", segment="s", address="a", state=HostState.SUSPECT,
+                capacity=Capacity(2, 512, 10), reserved=True, maintenance=True, bmc="b",
+                fence_levels=(("ipmi",), ("redfish", "agent_watchdog")),
+                state_reason="no heartbeat for 2.5 s", state_since=12.5, version=3)
+    assert HostOut.plain(host, live) == HostOut.of(host, live).model_dump(mode="json")
 
 
 def test_filters(seeded: TestClient) -> None:

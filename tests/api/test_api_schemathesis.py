@@ -21,31 +21,21 @@ from vmha.adapters.store.fake import FakeStore
 from vmha.adapters.system import SequentialIds, SystemClock
 from vmha.api import create_app
 from vmha.config import Settings
-from vmha.errors import Conflict
 
 ADMIN = {"Authorization": "Bearer tok-admin"}
 
 
-class IdleEngine:
-    """Stands in for the running engine's operator calls (HostOperations)."""
+def idle_status() -> dict[str, Any]:
+    return {"hosts_watched": 0, "overloaded": False, "overload_reason": "", "intake_lag_s": 0.0,
+            "tick_lag_s": 0.0, "heartbeats_applied": 0, "heartbeats": {"accepted": 0}}
 
-    async def power_status(self, host: str) -> dict[str, str]:
-        return {"ipmi": "on"}
 
-    async def fence_ack(self, host: str, who: str) -> None:
-        return None
-
-    async def instance_action(self, instance_id: str, *_: Any) -> Any:
-        raise Conflict(f"idle engine: no action on {instance_id}")
-
-    async def decide(self, token: str, *_: Any) -> Any:
-        raise Conflict("idle engine: no decision is pending")
-
-    async def domain_events(self, host: str, events: Any) -> int:
-        return 0
-
-    async def domain_inventory(self, host: str, domains: Any) -> None:
-        return None
+def one_controller() -> dict[str, Any]:
+    return {"self": "c1", "coordination": "local", "healthy": True, "error": "",
+            "leader": "c1", "epoch": 1, "lease_s": 5.0, "round_age_s": 0.5,
+            "members": [{"name": "c1", "api_url": "http://127.0.0.1:7070",
+                         "heartbeat": "127.0.0.1:8791", "leader": True, "owned_hosts": 3,
+                         "silent_hosts": None}], "silent": []}
 
 
 def _operations() -> list[tuple[str, str]]:
@@ -57,8 +47,9 @@ def _operations() -> list[tuple[str, str]]:
 @pytest.mark.parametrize(("path", "method"), _operations(),
                          ids=[f"{m} {p}" for p, m in _operations()])
 def test_no_server_errors(app: FastAPI, seeded: TestClient, path: str, method: str) -> None:
-    app.state.vmha.operations = IdleEngine()  # power-status / fence-ack need an engine
-    app.state.vmha.inbox = app.state.vmha.operations  # and the agents' reports
+    # `app` runs a real engine (fake cloud, no fencers) behind its inbox
+    app.state.vmha.controller_status = idle_status  # GET /v1/controller
+    app.state.vmha.controllers = one_controller  # GET /v1/controllers
     operation = schemathesis.openapi.from_asgi("/openapi.json", app)[path][method]
     cases = (operation.as_strategy(GenerationMode.POSITIVE)
              | operation.as_strategy(GenerationMode.NEGATIVE))

@@ -136,3 +136,22 @@ def test_bad_last_event_id_and_missing_token(server: str) -> None:
     assert bad.status_code == 422
     assert bad.json()["errors"][0]["field"] == "header.Last-Event-ID"
     assert httpx.get(url, timeout=5).status_code == 401
+
+
+def test_event_ids_and_type_filters_are_bounded(server: str) -> None:
+    url = f"{server}/v1/events/stream"
+    for huge in (str(2**63), str(10**18), "9" * 40, "", "5x", "-1"):
+        bad = httpx.get(url, headers=auth("admin", **{"Last-Event-ID": huge}), timeout=5)
+        assert bad.status_code == 422, bad.text
+        assert bad.json()["errors"][0]["field"] == "header.Last-Event-ID"
+    with httpx.stream("GET", url, timeout=5,
+                      headers=auth("admin", **{"Last-Event-ID": str(10**18 - 1)})) as ok:
+        assert ok.status_code == 200
+    many = [("type", f"host.t{i}") for i in range(1000)]
+    for path in ("/v1/events", "/v1/events/stream"):
+        refused = httpx.get(f"{server}{path}", params=many, headers=auth("admin"), timeout=5)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["errors"][0]["field"] == "query.type"
+    fifty = [("type", f"host.t{i}") for i in range(50)]
+    assert httpx.get(f"{server}/v1/events", params=fifty, headers=auth("admin"),
+                     timeout=5).status_code == 200

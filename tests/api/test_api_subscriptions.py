@@ -3,7 +3,7 @@ project rules, deliveries and redelivery of dead letters."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from fastapi import FastAPI
@@ -70,6 +70,23 @@ def test_unsafe_destinations_are_422_naming_the_url(admin: TestClient, url: str,
     problem = response.json()
     assert problem["errors"][0]["field"] == "body.url"
     assert why in problem["detail"]
+
+
+@pytest.mark.parametrize("url", [
+    "http://[::127.0.0.1]/hook", "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",
+    "http://[2002:a9fe:a9fe::1]/", "http://[64:ff9b:1::a9fe:a9fe]/",
+])
+def test_a_tenant_cannot_reach_inner_addresses_through_ipv6_forms(
+    client: dict[str, TestClient], client_for: Callable[[str | None], TestClient], url: str,
+) -> None:
+    # Default app (private refused) and an app that allows private
+    # destinations: metadata and unknowable embeddings are refused on both.
+    response = client_for("project:p1").post("/v1/subscriptions", json={**BODY, "url": url})
+    assert response.status_code == 422, response.text
+    if "127.0.0.1" not in url:
+        response = client["project:p1"].post("/v1/subscriptions", json={**BODY, "url": url})
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"][0]["field"] == "body.url"
 
 
 def test_bad_bodies_are_422(client: dict[str, TestClient]) -> None:

@@ -16,10 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import oslo_messaging as om
 import pytest
 import uvicorn
 from webhook_receiver import free_port
 
+from tiers import require_tier
 from vmha.adapters.bus.amqp import OsloPublisher, RoutingSender, amqp_subscription
 from vmha.adapters.bus.dispatcher import Dispatcher, DispatchSettings
 from vmha.adapters.bus.webhook import WebhookSender
@@ -30,7 +32,6 @@ from vmha.config import Settings
 from vmha.domain.model import Event, Severity, SubjectKind
 from vmha.ports import DeliveryStatus
 
-om = pytest.importorskip("oslo_messaging")
 URL = os.environ.get("VMHA_TEST_AMQP_URL", "rabbit://guest:guest@127.0.0.1:5672/")
 
 
@@ -42,12 +43,12 @@ def _broker_up() -> bool:
     return True
 
 
-# Skipped on a developer machine without a broker; under CI (where `make
-# test` starts one) a missing broker is a failure, not a skip.
-pytestmark = pytest.mark.skipif(
-    not os.environ.get("CI") and "VMHA_TEST_AMQP_URL" not in os.environ and not _broker_up(),
-    reason="no RabbitMQ on 127.0.0.1:5672 (set VMHA_TEST_AMQP_URL)",
-)
+@pytest.fixture(autouse=True, scope="module")
+def _broker_ready() -> None:
+    """`make test` starts RabbitMQ: a missing broker fails the amqp tier."""
+    if "VMHA_TEST_AMQP_URL" not in os.environ and not _broker_up():
+        require_tier("amqp", "no RabbitMQ on 127.0.0.1:5672 (scripts/ensure-rabbitmq.sh "
+                     "starts one; or set VMHA_TEST_AMQP_URL)")
 
 
 class Endpoint:
@@ -254,6 +255,10 @@ def test_the_service_publishes_when_amqp_url_is_set(
         deadline = time.monotonic() + 10
         while not server.started:
             assert time.monotonic() < deadline
+            time.sleep(0.01)
+        while not any(s.id == "amqp" for s in controller.store.list_subscriptions()):
+            # made once this controller leads (just after startup)
+            assert time.monotonic() < deadline, "no amqp subscription"
             time.sleep(0.01)
         sub = controller.store.get_subscription("amqp")
         assert sub.url == f"amqp:{exchange}/{topic}" and "guest" not in sub.url

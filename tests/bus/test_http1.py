@@ -129,3 +129,73 @@ def test_timeout_and_refused_connection_are_post_failed() -> None:
         await poster.aclose()
 
     asyncio.run(run())
+
+
+def test_answers_cut_short_or_malformed_are_post_failed() -> None:
+    answers = iter([
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",  # then closed
+        b"SPDY/3 200 OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nbad header line\r\n\r\n",
+    ])
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(next(answers))
+        await writer.drain()
+        writer.close()
+
+    async def run() -> list[str]:
+        server, url = await serve(handler)
+        poster = Http1Poster(timeout_s=2)
+        errors = []
+        for _ in range(3):
+            with pytest.raises(PostFailed) as info:
+                await poster.post("s1", urlsplit(url), "127.0.0.1", b"{}", {})
+            errors.append(str(info.value))
+        await poster.aclose()
+        server.close()
+        return errors
+
+    errors = asyncio.run(run())
+    assert "ended in the middle of the answer" in errors[0]
+    assert "not an HTTP/1.x status line" in errors[1]
+    assert "bad header line" in errors[2]
+
+
+def test_a_header_value_with_a_line_break_is_never_sent() -> None:
+    async def run() -> None:
+        poster = Http1Poster(timeout_s=1)
+        with pytest.raises(PostFailed, match="line break"):
+            await poster.post("s1", urlsplit("http://127.0.0.1:9/"), "127.0.0.1", b"{}",
+                              {"X-Evil": "a\r\nInjected: yes"})
+        await poster.aclose()
+
+    asyncio.run(run())
+
+
+def test_post_all_writes_every_request_before_reading_an_answer() -> None:
+    """A server that reads all five requests before it answers any: only
+    a pipelining client gets through (one at a time would wait forever)."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        bodies = [(await read_request(reader))[1] for _ in range(5)]
+        for n, body in enumerate(bodies):
+            status = 500 if n == 3 else 200
+            writer.write(b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n%s"
+                         % (status, len(body), body))
+        await writer.drain()
+        await asyncio.sleep(1)
+        writer.close()
+
+    async def run() -> None:
+        server, url = await serve(handler)
+        poster = Http1Poster(timeout_s=2)
+        items = [(b"e%d" % n, {"X-N": str(n)}) for n in range(5)]
+        answers, error = await poster.post_all("s1", urlsplit(url), "127.0.0.1", items)
+        assert error is None
+        assert [(a.status, a.body) for a in answers] == [
+            (200, b"e0"), (200, b"e1"), (200, b"e2"), (500, b"e3"), (200, b"e4")]
+        await poster.aclose()
+        server.close()
+
+    asyncio.run(run())

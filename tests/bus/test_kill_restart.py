@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import httpx
 import pytest
 from webhook_receiver import Receiver, free_port
 
+from vmha.adapters.fencing.secrets import SecretBox, generate_key
 from vmha.adapters.store import open_store
 from vmha.domain.model import Event
 
@@ -46,12 +48,14 @@ def until(check: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.02)
 
 
-def serve(config: Path, port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from vmha.cli.main import main; main()",
-         "serve", "--config", str(config)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+def serve(config: Path, port: int, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """`vmha serve` started and healthy; its output goes to `log` (else nowhere)."""
+    with open(log or os.devnull, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from vmha.cli.main import main; main()",
+             "serve", "--config", str(config)],
+            stdout=out, stderr=subprocess.STDOUT,
+        )
 
     def healthy() -> bool:
         assert proc.poll() is None, "vmha serve exited"
@@ -67,15 +71,17 @@ def test_sigkill_mid_delivery_then_restart_loses_nothing(
     tmp_path: Path, receiver: Receiver
 ) -> None:
     port, db = free_port(), tmp_path / "vmha.db"
-    config = tmp_path / "vmha.toml"
+    config, key = tmp_path / "vmha.toml", generate_key()
+    (tmp_path / "secret.key").write_text(key)
     config.write_text(
         f'[api]\nlisten = "127.0.0.1:{port}"\n[[api.tokens]]\ntoken = "{TOKEN}"\n'
         f'role = "admin"\n[store]\nurl = "sqlite:///{db}"\n[heartbeat]\nenabled = false\n'
+        f'[fencing]\nsecret_key_file = "{tmp_path / "secret.key"}"\n'
         "[events]\nallow_private_destinations = true\npoll_interval_s = 0.01\n"
         "refresh_s = 0.05\ncheckpoint_s = 0.3\n"
     )
     first = serve(config, port)
-    store = open_store(f"sqlite:///{db}")
+    store = open_store(f"sqlite:///{db}", box=SecretBox(key))  # reads sealed secrets
     try:
         made = httpx.post(f"http://127.0.0.1:{port}/v1/subscriptions",
                           headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5,

@@ -66,6 +66,15 @@ def test_signature_verifies_and_rejects_tampering_and_replays() -> None:
     ("http://[::ffff:192.168.1.1]/hook", "private"),
     ("http://0.0.0.0/hook", "unicast"),
     ("http://localhost:8080/hook", "loopback"),
+    # IPv6 forms that carry an IPv4 address are judged by that address too.
+    ("http://[::127.0.0.1]/", "carries the IPv4 address 127.0.0.1"),
+    ("http://[::ffff:0:10.0.0.1]/", "carries the IPv4 address 10.0.0.1"),
+    ("http://[64:ff9b::7f00:1]/", "carries the IPv4 address 127.0.0.1"),
+    ("http://[64:ff9b::a9fe:a9fe]/", "metadata"),
+    ("http://[2002:a9fe:a9fe::1]/", "metadata"),
+    ("http://[2002:7f00:1::1]/", "loopback"),
+    ("http://[2001:db8::5efe:a00:1]/", "10.0.0.1"),
+    ("http://[64:ff9b:1::a9fe:a9fe]/", "NAT64 local-use"),
 ])
 def test_unsafe_urls_are_refused_naming_url(url: str, why: str) -> None:
     with pytest.raises(ValidationError) as err:
@@ -81,8 +90,34 @@ def test_allow_private_admits_loopback_but_never_metadata() -> None:
     urls.check_url("https://93.184.216.34/hook", allow_private=False)  # public literal
 
 
+@pytest.mark.parametrize("url", [
+    "http://[64:ff9b::a9fe:a9fe]/", "http://[2002:a9fe:a9fe::]/", "http://[::169.254.169.254]/",
+    "http://[::ffff:169.254.169.254]/", "http://[64:ff9b:1::a9fe:a9fe]/",
+    "http://100.100.100.200/",
+])
+def test_metadata_inside_ipv6_is_refused_even_when_private_is_allowed(url: str) -> None:
+    with pytest.raises(ValidationError):
+        urls.check_url(url, allow_private=True)
+
+
+def test_public_ipv4_inside_nat64_and_6to4_passes() -> None:
+    urls.check_url("http://[64:ff9b::5db8:d822]/hook", allow_private=False)  # 93.184.216.34
+    urls.check_url("http://[2002:5db8:d822::1]/hook", allow_private=False)
+
+
 def test_every_resolved_address_must_pass() -> None:
     public, private = ipaddress.ip_address("8.8.8.8"), ipaddress.ip_address("10.0.0.1")
     urls.check_addresses("hooks.example", [public], allow_private=False)
     with pytest.raises(ValidationError, match=r"hooks.example \(10.0.0.1\)"):
         urls.check_addresses("hooks.example", [public, private], allow_private=False)
+
+
+def test_ceilometer_priorities_are_info_or_error_and_carry_the_project() -> None:
+    host = Event("host.failed", "h1", 1.0, severity=Severity.CRITICAL, id=5)
+    warn = Event("instance.policy_invalid", "i1", 1.0, severity=Severity.WARNING, project="p1")
+    assert oslo_notification(host)["priority"] == "CRITICAL"
+    note = oslo_notification(host, project_id="ops", ceilometer=True)
+    assert note["priority"] == "ERROR" and note["payload"]["severity"] == "critical"
+    assert (note["payload"]["project_id"], note["payload"]["tenant_id"]) == ("ops", "ops")
+    mine = oslo_notification(warn, project_id="ops", ceilometer=True)
+    assert mine["priority"] == "INFO" and mine["payload"]["project_id"] == "p1"

@@ -14,13 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from cli_tokens import ADMIN_TOKEN, VIEWER_TOKEN
 from typer.testing import CliRunner, Result
 
 from vmha.cli.main import app
 from vmha.cli.server import Controller, build_controller, load
-
-ADMIN_TOKEN = "cli-admin-s3cret"
-VIEWER_TOKEN = "cli-viewer-s3cret"
 
 
 def free_port() -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import select
 import signal
 import socket
 import subprocess
@@ -42,9 +43,10 @@ def until(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 class LiveServer:
-    """`vmha serve --config <dir>/vmha.toml`; `extra` is appended TOML."""
+    """`vmha serve --config <dir>/vmha.toml`; `extra` is appended TOML;
+    `heartbeat_listen` turns the UDP heartbeat receiver on at that address."""
 
-    def __init__(self, directory: Path, extra: str = "") -> None:
+    def __init__(self, directory: Path, extra: str = "", heartbeat_listen: str = "") -> None:
         self.port = free_low_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.db = directory / "vmha.db"
@@ -56,8 +58,9 @@ class LiveServer:
             f'[[api.tokens]]\ntoken = "{VIEWER}"\nrole = "viewer"\n'
             f'[[api.tokens]]\ntoken = "{AGENT}"\nrole = "agent"\n'
             f'[store]\nurl = "sqlite:///{self.db}"\n'
-            "[heartbeat]\nenabled = false\n"
-            "[events]\npoll_interval_s = 0.01\nsse_heartbeat_s = 1.0\n" + extra
+            + (f'[heartbeat]\nlisten = "{heartbeat_listen}"\n' if heartbeat_listen
+               else "[heartbeat]\nenabled = false\n")
+            + "[events]\npoll_interval_s = 0.01\nsse_heartbeat_s = 1.0\n" + extra
         )
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -94,3 +97,49 @@ class LiveServer:
     def api(self, method: str, path: str, token: str = ADMIN, **kwargs: object) -> httpx.Response:
         return httpx.request(method, f"{self.url}{path}", timeout=10,  # type: ignore[arg-type]
                              headers={"Authorization": f"Bearer {token}"}, **kwargs)
+
+
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    """A process's resident memory (`VmRSS`) or its peak (`VmHWM`), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise LookupError(f"{field} not in /proc/{pid}/status")
+
+
+def upload(port: int, path: str, size: int, *, token: str | None,
+           chunked: bool = False, timeout: float = 30.0) -> tuple[int, int]:
+    """POST a body of `size` bytes (a declared Content-Length, or chunked),
+    sending 1 MiB at a time until the server answers; returns the status
+    (0 when the connection broke without one) and how many body bytes the
+    kernel took before the answer."""
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            + (f"Authorization: Bearer {token}\r\n" if token else "")
+            + ("Transfer-Encoding: chunked\r\n" if chunked else f"Content-Length: {size}\r\n")
+            + "Connection: close\r\n\r\n")
+    block = b'{"name":"' + b"a" * (1024 * 1024 - 9)
+    frame = b"%x\r\n%s\r\n" % (len(block), block) if chunked else block
+    sent = 0
+    deadline = time.monotonic() + timeout
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(head.encode())
+        sock.settimeout(0.2)
+        while sent < size and time.monotonic() < deadline:
+            if select.select([sock], [], [], 0)[0]:
+                break  # the server answered (or closed) before taking everything
+            try:
+                sock.sendall(frame)
+            except TimeoutError:
+                continue  # the server stopped reading: wait for its answer
+            except OSError:
+                break
+            sent += len(block)
+        if chunked and sent >= size:
+            sock.sendall(b"0\r\n\r\n")
+        sock.settimeout(timeout)
+        try:
+            answer = sock.recv(4096)
+        except OSError:
+            answer = b""
+    status = answer.split(b" ", 2)[1] if answer.startswith(b"HTTP/1.1 ") else b"0"
+    return int(status), sent

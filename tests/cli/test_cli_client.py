@@ -10,7 +10,9 @@ from typing import Any
 
 from typer.testing import Result
 
-from vmha.domain.model import Job, JobKind, JobState, finish_step, start_step
+from vmha.domain.jobs import ActionData
+from vmha.domain.model import Job, JobKind, JobState
+from vmha.domain.transitions import finish_step, start_step
 
 Vmha = Callable[..., Result]
 VIEWER = "cli-viewer-s3cret"  # matches tests/cli/conftest.py
@@ -151,6 +153,11 @@ def test_jobs(vmha: Vmha, server: Any) -> None:
     assert evacuate.split()[1] == "running"
     as_json = json.loads(_ok(vmha("job", "show", "job-7", "--json")))
     assert as_json["steps"][0]["duration_s"] == 2.25
+    server.controller.store.create_job(Job(
+        "job-8", JobKind.ACTION, "vm1", state=JobState.DONE, created_at=1020.0,
+        data=ActionData(instance="vm1", action="stop", project="p1")))
+    mine = json.loads(_ok(vmha("job", "list", "--project", "p1", "--json")))
+    assert [j["id"] for j in mine["items"]] == ["job-8"]  # never the host's job-7
 
 
 def test_instance_create_with_a_spec(vmha: Vmha, tmp_path: Path) -> None:
@@ -173,3 +180,16 @@ def test_instance_create_with_a_spec(vmha: Vmha, tmp_path: Path) -> None:
     assert lonely.exit_code != 0 and "need --image" in lonely.stderr
     bad = vmha("instance", "create", "vm3", "--image", "lab", "--address", "nope")
     assert bad.exit_code != 0 and "spec.address" in bad.stderr
+
+
+def test_bad_since_and_non_ascii_token_are_one_clear_line(vmha_offline: Vmha) -> None:
+    for command in ("tail", "list"):
+        result = vmha_offline("event", command, "--since", "-5")
+        assert result.exit_code == 2 and "--since" in result.output, result.output
+        assert "Last-Event-ID" not in result.output
+        big = vmha_offline("event", command, "--since", str(2**64))
+        assert big.exit_code == 2 and "--since" in big.output, big.output
+    result = vmha_offline("host", "list", env={"VMHA_TOKEN": "tök\u00e9n"})
+    assert result.exit_code == 2, result.output
+    assert "printable ASCII" in result.output and "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

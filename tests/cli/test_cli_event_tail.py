@@ -191,8 +191,10 @@ def test_tail_refusals_end_the_command(live: LiveServer, vmha_offline: Vmha) -> 
 
     env["VMHA_TOKEN"] = ADMIN
     bad = vmha_offline("event", "tail", "--since", "-1", env=env)
+    assert bad.exit_code == 2 and "--since" in bad.output  # refused before any request
+    bad = vmha_offline("event", "tail", "--type", "NOT A TYPE", env=env)
     assert bad.exit_code == 1
-    assert bad.stderr.startswith("error: 422 Invalid input: header.Last-Event-ID: ")
+    assert bad.stderr.startswith("error: 422 Invalid input: query.type[0]: ")
     live.stop()
     down = vmha_offline("event", "tail", env=env)
     assert down.exit_code == 1

@@ -76,10 +76,13 @@ def test_db_upgrade(vmha_offline: Vmha, tmp_path: Path) -> None:
 
 def test_serve_runs_the_api(tmp_path: Path) -> None:
     """The console script, as an operator starts it; stopped by its PID."""
-    with socket.socket() as sock:
+    with socket.socket() as sock, socket.socket(type=socket.SOCK_DGRAM) as udp:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+        udp.bind(("127.0.0.1", 0))
+        port, hb_port = sock.getsockname()[1], udp.getsockname()[1]
     config = _good_config(tmp_path, port)
+    # a free heartbeat port too: the default 0.0.0.0:8791 may be taken on a shared machine
+    config.write_text(config.read_text() + f'\n[heartbeat]\nlisten = "127.0.0.1:{hb_port}"\n')
     vmha = shutil.which("vmha") or str(Path(sys.executable).with_name("vmha"))
     log = (tmp_path / "serve.log").open("w+")
     proc = subprocess.Popen([vmha, "serve", "--config", str(config)], stdout=log,
@@ -101,5 +104,5 @@ def test_serve_runs_the_api(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=10)
     text = (tmp_path / "serve.log").read_text()
-    assert f"vmha controller: API {url}/v1, docs {url}/docs" in text
+    assert f"vmha controller: dashboard {url}/, API {url}/v1, docs {url}/docs" in text
     assert SECRET not in text

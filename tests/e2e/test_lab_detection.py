@@ -10,7 +10,8 @@ per host, and the tests below read what the controller recorded:
         host5: its BMCs stopped
   t=20  host5: agent killed for good          -> failed; no BMC, so fenced only
                                                  once its self-fence deadline passed
-  t=30  host1: power off                      -> failed, fenced (status read: off)
+  t=30  host1: power off                      -> failed at once by a BMC read
+                                                 (off), fenced (status read: off)
   t=40  host2: network down                   -> failed, fenced through Redfish:
                                                  its processes are gone
   t=65  host4 healed; host6 untouched throughout
@@ -151,6 +152,11 @@ def test_powered_off_host_fails_fast(timeline: Timeline) -> None:
     # ~5 heartbeat intervals of silence, then a peer round (see bench/detect_lab.py)
     assert detect < 6.0, f"host1 took {detect:.1f} s to be declared failed"
     assert of(timeline, "host1", "host.fencing"), "fencing was never requested for host1"
+    # its BMC is read (issue 11 item 12: at once when the heartbeat is
+    # overdue, or by the confirmation round if the detector is quicker at
+    # 0.5 s heartbeats): power off is the proof, not the peers' votes
+    (failed, *_) = of(timeline, "host1", "host.failed")
+    assert failed["payload"]["reason"] == "BMC reports power off", failed
 
 
 def test_network_cut_host_fails_and_is_fenced_through_its_bmc(timeline: Timeline) -> None:

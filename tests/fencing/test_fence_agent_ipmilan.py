@@ -12,16 +12,19 @@ from pathlib import Path
 import pytest
 from fencekit import PASSWORD, USER, RunningBmc, free_port
 
+from tiers import require_tier
 from vmha.adapters.fencing.config import BmcEndpoint, static_lookup
 from vmha.adapters.fencing.fence_agent import FenceAgentFencer, agent_options
 from vmha.domain.model import Host
 from vmha.errors import ConfigError, TemporaryError
 from vmha.ports import PowerState
 
-needs_ipmilan = pytest.mark.skipif(
-    shutil.which("fence_ipmilan") is None or shutil.which("ipmitool") is None,
-    reason="fence_ipmilan/ipmitool not installed: run scripts/ensure-fence-deps.sh",
-)
+
+@pytest.fixture
+def needs_ipmilan() -> None:
+    missing = shutil.which("fence_ipmilan") is None or shutil.which("ipmitool") is None
+    require_tier("fence-agents", "fence_ipmilan/ipmitool not installed: run "
+                 "scripts/ensure-fence-deps.sh" if missing else None)
 
 HOST = Host(name="node2", segment="seg", bmc="node2-bmc")
 
@@ -32,7 +35,7 @@ def ipmilan(endpoint: BmcEndpoint, timeout_s: float = 20.0) -> FenceAgentFencer:
     )
 
 
-@needs_ipmilan
+@pytest.mark.usefixtures("needs_ipmilan")
 def test_status_off_status_on(ipmi_bmc: RunningBmc, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     fencer = ipmilan(ipmi_bmc.endpoint)
@@ -51,7 +54,7 @@ def test_status_off_status_on(ipmi_bmc: RunningBmc, caplog: pytest.LogCaptureFix
     assert PASSWORD not in caplog.text
 
 
-@needs_ipmilan
+@pytest.mark.usefixtures("needs_ipmilan")
 def test_wrong_password_fails_without_leaking(
     ipmi_bmc: RunningBmc, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -65,7 +68,7 @@ def test_wrong_password_fails_without_leaking(
     assert ipmi_bmc.power_file() == "on"
 
 
-@needs_ipmilan
+@pytest.mark.usefixtures("needs_ipmilan")
 def test_bmc_down_is_temporary_within_timeout() -> None:
     endpoint = BmcEndpoint("127.0.0.1", USER, PASSWORD, port=free_port())
     bound = 2.0

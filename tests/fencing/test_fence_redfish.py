@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from fencekit import PASSWORD, USER, RunningBmc, free_port
 
+from tiers import require_tier
 from vmha.adapters.fencing.config import BmcEndpoint, static_lookup
 from vmha.adapters.fencing.fence_agent import FenceAgentFencer
 from vmha.adapters.fencing.redfish import RedfishFencer
@@ -100,8 +101,9 @@ def test_bmc_down_is_temporary_within_timeout(tmp_path: Path) -> None:
     assert_no_secret(str(info.value))
 
 
-@pytest.mark.skipif(shutil.which("fence_redfish") is None, reason="fence-agents not installed")
 def test_fence_redfish_agent(redfish_bmc: RunningBmc, caplog: pytest.LogCaptureFixture) -> None:
+    require_tier("fence-agents", "fence-agents not installed: run scripts/ensure-fence-deps.sh"
+                 if shutil.which("fence_redfish") is None else None)
     caplog.set_level(logging.DEBUG)
     fencer = FenceAgentFencer(
         "fence_redfish",

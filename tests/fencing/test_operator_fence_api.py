@@ -135,8 +135,7 @@ def test_all_levels_down_pauses_then_ack_is_refused_while_heartbeats_are_current
         assert [e["subject"] for e in events(client, "host.fence_failed")] == ["h2"]
         assert client.get("/v1/hosts/h2", headers=op).json()["state"] == "failed"
 
-        engine = client.app.state.vmha.operations.engine  # type: ignore[attr-defined]
-        engine.heartbeat("h2", 1, time.time())  # it talks again: it may still run VMs
+        controller.service.engine.heartbeat("h2", 1, time.time())  # it talks again
         refused = client.post("/v1/hosts/h2/fence-ack", json={}, headers=op)
         assert refused.status_code == 409, refused.text
         assert "heartbeats are current" in refused.json()["detail"]
@@ -174,13 +173,14 @@ def test_enable_disable_actions_and_roles(tmp_path: Path) -> None:
             assert got.status_code == 403, (action, got.text)
         bad = client.post("/v1/hosts/h1/actions", json={"action": "reboot"}, headers=op)
         assert bad.status_code == 422
-        # no secret key configured: BMC credentials cannot be stored
-        nokey = client.put("/v1/hosts/h1/bmc", headers=as_(client, ADMIN), json={
+        # no secret key configured: the controller generated one beside its
+        # database, and BMC credentials are stored encrypted with it
+        stored = client.put("/v1/hosts/h1/bmc", headers=as_(client, ADMIN), json={
             "username": "u", "password": "pw-xyz", "ipmi_address": "127.0.0.1"})
-        assert nokey.status_code == 409
-        assert "secret_key_file" in nokey.json()["detail"]
-        assert "VMHA_SECRET_KEY" in nokey.json()["detail"]
+        assert stored.status_code == 200, stored.text
+        assert (tmp_path / "secret.key").stat().st_mode & 0o777 == 0o600
     controller.close()
+    assert b"pw-xyz" not in b"".join(p.read_bytes() for p in tmp_path.glob("vmha.db*"))
 
 
 def test_fence_agent_level_runs_fence_ipmilan_through_the_controller(

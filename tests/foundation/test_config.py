@@ -119,3 +119,48 @@ def test_a_bad_bmc_table_never_echoes_its_password(tmp_path: Path) -> None:
         load_settings(path)
     assert "exactly one of password or password_file" in str(info.value)
     assert "do-not-print-me" not in str(info.value)
+
+
+@pytest.mark.parametrize("text", [
+    '[bmcs.h1]\nusername = "u"\npassword = "x"\npasswd = "SECRET-VALUE"\n',
+    '[api]\ntokn = "SECRET-VALUE"\n',
+    '[[api.tokens]]\ntoken = "t"\nrole = "admin"\ntokne = "SECRET-VALUE"\n',
+    '[controller]\npasswd = "SECRET-VALUE"\n',
+    '[store]\nurl = "mysql://vmha:SECRET-VALUE@db/vmha"\n',
+    '[store]\nurl = "sqlite:///x"\npassword = "SECRET-VALUE"\n',
+    '[events]\namqp_url = 5\nsecret = "SECRET-VALUE"\n',
+    '[fencing]\nsecret_key_file = ["SECRET-VALUE"]\n',
+])
+def test_config_errors_never_echo_a_value_that_may_be_a_secret(tmp_path: Path,
+                                                                text: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text))
+    assert "SECRET-VALUE" not in str(info.value)
+    assert "invalid configuration" in str(info.value)
+
+
+def test_unknown_keys_are_named_without_their_value(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, '[bmcs.h1]\nusername = "u"\npassword = "x"\npasswd = "p"\n'))
+    assert "bmcs.h1.passwd = (value not shown): unknown key" in str(info.value)
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgresql+psycopg://vmha:p@ss@db/vmha", "postgresql+psycopg://vmha:***@db/vmha"),
+    ("postgresql+psycopg://db/vmha?password=hunter2&sslmode=require",
+     "postgresql+psycopg://db/vmha?password=***&sslmode=require"),
+    ("postgresql+psycopg://vmha:a:b@db/vmha?sslpassword=x",
+     "postgresql+psycopg://vmha:***@db/vmha?sslpassword=***"),
+    ("sqlite:////var/lib/vmha/vmha.db", "sqlite:////var/lib/vmha/vmha.db"),
+])
+def test_masked_urls_hide_every_password(tmp_path: Path, url: str, shown: str) -> None:
+    path = write(tmp_path, f'[store]\nurl = "{url}"\n')
+    assert masked(load_settings(path))["store"]["url"] == shown
+
+
+def test_an_unparsable_store_url_is_not_echoed() -> None:
+    from vmha.adapters.store.engine import make_engine
+
+    with pytest.raises(ConfigError) as info:
+        make_engine("postgresql+psycopg://vmha:SECRET-VALUE@db:notaport/vmha")
+    assert "SECRET-VALUE" not in str(info.value)

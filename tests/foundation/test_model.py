@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vmha.domain.errors import InvalidTransition, ValidationError
 from vmha.domain.model import (
     HOST_TRANSITIONS,
+    NAME_PATTERN,
     Capacity,
     Host,
     HostState,
@@ -14,11 +19,9 @@ from vmha.domain.model import (
     JobKind,
     JobState,
     Segment,
-    finish_step,
-    start_step,
-    transition_host,
-    transition_job,
+    check_name,
 )
+from vmha.domain.transitions import finish_step, start_step, transition_host, transition_job
 
 
 def test_host_transition_records_reason_and_emits_event() -> None:
@@ -102,3 +105,22 @@ def test_capacity_fit_and_subtract() -> None:
     need = Capacity(vcpus=2, ram_mb=4096, disk_gb=10)
     assert free.fits(need)
     assert not free.minus(need).minus(need).fits(Capacity(vcpus=1))
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet=st.sampled_from("aZ09-_.é/ \x00"), max_size=70))
+def test_name_pattern_is_check_name(value: str) -> None:
+    """The OpenAPI pattern and the server's check agree on every name."""
+    try:
+        check_name("name", value)
+        accepted = True
+    except ValidationError:
+        accepted = False
+    assert accepted == (re.fullmatch(NAME_PATTERN, value) is not None), value
+
+
+@pytest.mark.parametrize("value", [".", ".."])
+def test_dot_names_are_refused(value: str) -> None:
+    with pytest.raises(ValidationError, match="not a usable name"):
+        check_name("name", value)
+    check_name("name", "...")  # an ordinary name

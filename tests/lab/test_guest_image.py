@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from tiers import require_tier
 from vmha.adapters.cloud.domxml import DomainSpec, guest_cmdline, render_domain
 from vmha.errors import ConfigError
 from vmha.lab import image as image_mod
@@ -38,11 +39,7 @@ EMBED_ROOT = Path("/var/tmp/vmha-tests/guest-image-embed")
 
 
 def _need(ok: bool, reason: str) -> None:
-    if ok:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"guest image tests cannot run under CI: {reason}")
-    pytest.skip(reason)
+    require_tier("guest-image", None if ok else reason)
 
 
 @pytest.fixture(scope="module")

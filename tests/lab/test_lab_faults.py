@@ -7,11 +7,13 @@ The last test tears the lab down and checks nothing is left.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,9 +21,16 @@ from typing import Any
 import pytest
 from labkit import Recorder, wait_for
 
+import netcheck
+from vmha.adapters.fencing.config import BmcEndpoint, static_lookup
+from vmha.adapters.fencing.ipmi import IpmiFencer
+from vmha.adapters.fencing.redfish import RedfishFencer
 from vmha.adapters.heartbeat import Datagram, Kind, encode
+from vmha.domain.model import Host
 from vmha.lab import faults, net, state
 from vmha.lab import lab as lab_ops
+from vmha.lab.agentapi import AGENT_PORT
+from vmha.ports import PowerState
 
 pytestmark = pytest.mark.slow
 INTERVAL = 0.2
@@ -151,6 +160,11 @@ def test_agent_kill_keeps_the_host_and_restart_resumes(cluster: tuple[Path, Reco
     host = lab_ops.status(lab_dir)["hosts"]["host1"]
     assert host["state"] == "agent-down" and host["pid1"] == pid1_before
     assert net.alive(pid1_before)
+    # A running host whose agent is gone: its kernel answers for the agent's
+    # ports at once (what a powered-off host must never do, below).
+    got = netcheck.at_once(tcp=lambda: netcheck.tcp(host["address"], AGENT_PORT),
+                           udp=lambda: netcheck.udp(host["address"], AGENT_PORT))
+    assert got["tcp"].what == got["udp"].what == "refused", got
     accepted = rec.metrics["accepted"]
     faults.restart_agent(lab_dir, "host1")
     assert wait_for(lambda: beating(rec, "host1", 0.5), 8)
@@ -161,8 +175,13 @@ def test_agent_kill_keeps_the_host_and_restart_resumes(cluster: tuple[Path, Reco
 
 def test_power_off_stops_the_host_at_once(cluster: tuple[Path, Recorder]) -> None:
     lab_dir, rec = cluster
+    # a program run as part of the host (lab_ops.in_host) dies with it
+    inside = subprocess.Popen(lab_ops.in_host(state.load(lab_dir)["hosts"]["host2"],
+                                              ["sleep", "600"]))
+    assert wait_for(lambda: net.children(inside.pid), 3)
+    sleeper = net.children(inside.pid)[0]
     pids = lab_ops.status(lab_dir)["hosts"]["host2"]["pids"]
-    assert len(pids) >= 2
+    assert len(pids) >= 3 and sleeper in pids
     t0 = time.time()
     faults.fail(lab_dir, "host2", "power-off")  # returns once every process is gone
     RESULTS["power_off_all_processes_gone_s"] = round(time.time() - t0, 3)
@@ -172,10 +191,82 @@ def test_power_off_stops_the_host_at_once(cluster: tuple[Path, Recorder]) -> Non
     RESULTS["power_off_last_heartbeat_after_s"] = round(max(0.0, last.received - t0), 3)
     assert last.received - t0 < 0.5
     assert all(not os.path.exists(f"/proc/{p}") or not net.alive(p) for p in pids)
-    assert lab_ops.status(lab_dir)["hosts"]["host2"]["state"] == "powered-off"
+    assert inside.wait(timeout=3) != 0
+    host = lab_ops.status(lab_dir)["hosts"]["host2"]
+    assert host["state"] == "powered-off"
+    assert host["link"] == {"port": "up", "nic": "down"}
     assert beating(rec, "host1", 0.5) and beating(rec, "host3", 0.5)
+    assert_silent(lab_dir, "host2", via="host1")
     faults.power_on(lab_dir, "host2")
+    assert lab_ops.status(lab_dir)["hosts"]["host2"]["link"] == {"port": "up", "nic": "up"}
     assert wait_for(lambda: beating(rec, "host2", 0.5), 8)
+    assert netcheck.tcp(host["address"], AGENT_PORT).what == "connected"
+
+
+PROBE_TIMEOUT_S = 1.0
+
+
+def assert_silent(lab_dir: Path, host: str, via: str) -> None:
+    """Nothing answers for `host`: a TCP connect and a UDP datagram to its
+    agent port time out (no RST, no ICMP port unreachable), and a peer probe
+    from `via` says unreachable only once its timeout has passed."""
+    address = state.load(lab_dir)["hosts"][host]["address"]
+
+    def probe() -> netcheck.Outcome:
+        t0 = time.monotonic()
+        reached = lab_ops.probe_via(lab_dir, via, [host], PROBE_TIMEOUT_S)[host]
+        return netcheck.Outcome("answered" if reached else "no answer", time.monotonic() - t0)
+
+    got = netcheck.at_once(tcp=lambda: netcheck.tcp(address, AGENT_PORT),
+                           udp=lambda: netcheck.udp(address, AGENT_PORT), probe=probe)
+    RESULTS.setdefault("silent_checks", []).append(
+        {k: [v.what, round(v.took_s, 2)] for k, v in got.items()})
+    assert got["tcp"].what == got["udp"].what == netcheck.SILENT, got
+    assert got["probe"].what == "no answer" and got["probe"].took_s >= PROBE_TIMEOUT_S, got
+
+
+def fencers(lab_dir: Path, host: str) -> tuple[IpmiFencer, RedfishFencer, Host]:
+    """vmha's own IPMI and Redfish fencers, aimed at `host`'s lab BMCs."""
+    bmc = lab_ops.status(lab_dir)["hosts"][host]["bmc"]
+    ipmi, redfish = bmc["ipmi"], bmc["redfish"]
+    ipmi_at = BmcEndpoint(ipmi["address"], ipmi["username"], ipmi["password"],
+                          port=ipmi["port"])
+    redfish_at = BmcEndpoint(redfish["url"], redfish["username"], redfish["password"],
+                             system=f"/redfish/v1/Systems/{redfish['system']}")
+    return (IpmiFencer(static_lookup({host: ipmi_at})),
+            RedfishFencer(static_lookup({host: redfish_at}), ca_bundle=redfish["ca_bundle"]),
+            Host(name=host, segment="lab"))
+
+
+def test_bmc_power_off_is_silent_and_power_on_keeps_network_down(
+    cluster: tuple[Path, Recorder],
+) -> None:
+    lab_dir, rec = cluster
+    ipmi, redfish, host3 = fencers(lab_dir, "host3")
+    off = threading.Thread(target=lambda: asyncio.run(redfish.power_off(host3)))
+    with state.changing(lab_dir):  # someone else changing the lab: the BMC waits its turn
+        off.start()
+        time.sleep(0.5)
+        assert lab_ops.status(lab_dir)["hosts"]["host3"]["state"] == "running"
+    off.join(10)
+    assert lab_ops.status(lab_dir)["hosts"]["host3"]["state"] == "powered-off"
+    assert asyncio.run(ipmi.power_status(host3)) is PowerState.OFF
+    assert lab_ops.status(lab_dir)["hosts"]["host3"]["link"] == {"port": "up", "nic": "down"}
+    assert_silent(lab_dir, "host3", via="host2")
+    asyncio.run(ipmi.power_off(host3))  # already off: accepted, nothing changes
+    # cut off while off: power-on boots it but leaves it cut off until heal
+    faults.fail(lab_dir, "host3", "network-down")
+    asyncio.run(redfish.power_on(host3))
+    assert asyncio.run(ipmi.power_status(host3)) is PowerState.ON
+    host = lab_ops.status(lab_dir)["hosts"]["host3"]
+    assert host["link"] == {"port": "down", "nic": "up"} and host["faults"] == ["network-down"]
+    assert host["state"] in ("running", "agent-down")  # the agent may still be starting
+    t0 = time.time()
+    time.sleep(1.0)
+    assert silent_after(rec, "host3", t0, 0.0)
+    faults.heal(lab_dir, "host3")
+    assert lab_ops.status(lab_dir)["hosts"]["host3"]["link"] == {"port": "up", "nic": "up"}
+    assert wait_for(lambda: beating(rec, "host3", 0.5), 8)
 
 
 def test_down_leaves_nothing_behind(cluster: tuple[Path, Recorder]) -> None:

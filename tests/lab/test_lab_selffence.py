@@ -15,8 +15,10 @@ from typing import Any
 import pytest
 from labkit import wait_for
 
+import netcheck
 from vmha.lab import faults, net
 from vmha.lab import lab as lab_ops
+from vmha.lab.agentapi import AGENT_PORT
 
 pytestmark = pytest.mark.slow
 INTERVAL, ISOLATION, WATCHDOG = 0.2, 1.0, 1.0
@@ -46,3 +48,13 @@ def test_isolated_host_is_killed_by_its_watchdog(lab_factory: Any, receiver_fact
     assert others["host2"]["state"] == others["host3"]["state"] == "running"
     log = (Path(lab_dir) / "hosts" / "host1" / "host.log").read_text()
     assert "watchdog not fed" in log
+    # A reset host stays down until power-on, and a host that is down is
+    # silent: PID 1 set its NIC down as it went, so even with the cable
+    # back (heal) nothing answers for it.
+    host1 = lab_ops.status(lab_dir)["hosts"]["host1"]
+    assert host1["state"] == "powered-off"
+    assert host1["link"] == {"port": "down", "nic": "down"}
+    faults.heal(lab_dir, "host1")
+    assert netcheck.tcp(host1["address"], AGENT_PORT).what == netcheck.SILENT
+    faults.power_on(lab_dir, "host1")
+    assert lab_ops.status(lab_dir)["hosts"]["host1"]["link"] == {"port": "up", "nic": "up"}

@@ -90,7 +90,16 @@ OUTCOMES: dict[str, Outcome] = {
     "mass-failure-operator-resume": Outcome(
         has=("segment.recovery_paused s1", "segment.recovery_resumed s1", "host.fenced h1",
              "host.fenced h2", "host.fenced h3"),
-        running={"vm1": "in:h4,h5", "vm2": "in:h4,h5", "vm3": "in:h4,h5", "vm4": "h4"}),
+        running={"vm1": "in:h4,h5", "vm2": "in:h4,h5", "vm3": "in:h4,h5", "vm4": "h4"},
+        before=(("s1: inject resume", "bmc accepted"), ("s1: inject resume", "host.fenced"))),
+    "paused-segment-recovers-proven-dead": Outcome(
+        has=("segment.recovery_paused s1", "host.fenced h1", "host.fenced h2",
+             "host.fenced h3"),
+        running={"vm1": "in:h4,h5", "vm2": "in:h4,h5", "vm3": "in:h4,h5", "vm4": "h4"},
+        never=("bmc accepted",),
+        log_has=("h1: host.fenced ipmi reads power off (no power-off sent",),
+        before=(("vm1: instance.evacuating", "s1: segment.recovery_resumed"),
+                ("s1: segment.recovery_paused", "h1: host.fenced"))),
     "mass-failure-auto-resume": Outcome(
         has=("segment.recovery_paused s1", "segment.recovery_resumed s1", "host.up h1"),
         lacks=("host.fencing", "host.fenced"),
@@ -137,11 +146,40 @@ OUTCOMES: dict[str, Outcome] = {
     "agent-restart-blip": Outcome(
         lacks=("host.failed", "host.fencing", "host.fenced"),
         running={"vm1": "h1", "vm2": "h1"}, never=("powered off",)),
+    "cloud-fails-accepted-move": Outcome(
+        has=(*FENCED_H1, "instance.evacuated vm1"), lacks=("instance.recovery_failed",),
+        running={"vm1": "h3", "vm2": "h3"}, starts={"vm1": 1},
+        log_has=("vm1: instance.evacuating moving from h1 to h2",
+                 "vm1: world move to h2 accepted, then failed there",
+                 "vm1: instance.evacuating moving from h1 to h3"),
+        never=("vm1: world running on h2",),
+        before=(("move to h2 accepted, then failed", "moving from h1 to h3"),)),
+    "cloud-refuses-re-enable": Outcome(
+        has=(*FENCED_H1, "host.up h1", "host.fenced h2"),
+        running={"vm1": "h3", "vm2": "h3"}, starts={"vm2": 1},
+        log_has=("h1: world compute service stays disabled: the cloud refused",
+                 "h1: world compute service enabled"),
+        before=(("h1: host.up", "h2: host.fenced"), ("vm2: world running on h3",
+                                                      "h1: world compute service enabled"),
+                ("h1: inject compute ok", "h1: world compute service enabled"))),
+    "evacuate-via-cloud-scheduler": Outcome(
+        has=(*FENCED_H1, "instance.evacuated vm1", "instance.evacuated vm2"),
+        running={"vm1": "h3", "vm2": "h2", "vm3": "h2"}, starts={"vm1": 1, "vm2": 1},
+        log_has=("vm1: instance.evacuated now running on h3",
+                 "vm2: instance.evacuated now running on h2"),
+        before=(("vm1: instance.evacuating", "vm2: instance.evacuating"),)),
+    "host-failure-notify": Outcome(
+        has=(*FENCED_H1, "instance.host_failed vm2"), lacks=("instance.host_failed vm3",),
+        running={"vm1": "in:h2,h3", "vm2": None, "vm3": None}, starts={"vm2": 0, "vm3": 0},
+        before=(("h1: host.fenced", "vm2: instance.host_failed"),)),
     "evacuate-to-stopped": Outcome(
         has=FENCED_H1, running={"vm1": None, "vm2": "not:h1"},
         never=("vm1: world running on",)),
     "anti-affinity": Outcome(
         has=FENCED_H1, running={"web1": "h3", "web2": "h2", "db1": "in:h2,h3"}),
+    "anti-affinity-per-project": Outcome(
+        has=FENCED_H1, lacks=("instance.recovery_failed",),
+        running={"web1": "h3", "web2": "h2", "other": "h3"}),
     "controller-cut-off": Outcome(
         has=("controller.isolated controller",), lacks=("host.fencing", "host.fenced"),
         running={"vm1": "h1", "vm2": "h1", "vm3": "h2", "vm4": "h3"},
@@ -159,8 +197,34 @@ OUTCOMES: dict[str, Outcome] = {
     "cold-start-failure": Outcome(
         has=FENCED_H1, running={"vm1": "not:h1", "vm2": "not:h1"},
         starts={"vm1": 1, "vm2": 1}),
+    "lossy-cutoff-self-fence": Outcome(
+        has=("segment.recovery_paused s1", "host.failed h0", "host.fenced h0"),
+        lacks=("host.failed h1", "host.fenced h1"),
+        running={"vm0": "h2", "vm1": "h1", "vm2": "h2"}, starts={"vm0": 1},
+        never=("INVARIANT", "self-fence deadline passed"),
+        log_has=("h0: host.fenced ipmi reads power off",),
+        before=(("h0: inject network down", "h0: world powered off"),
+                ("h0: world powered off", "h0: host.fenced"),
+                ("h0: host.fenced", "vm0: instance.evacuating"))),
+    "lossy-link-self-fence-sampled": Outcome(
+        has=("host.failed h0", "host.fence_failed h0", "host.fenced h0"),
+        running={"vm0": "h1", "vm1": "h1", "vm2": "h2"}, starts={"vm0": 1},
+        never=("INVARIANT",),
+        log_has=("h0: host.fenced agent self-fence deadline passed",),
+        before=(("h0: host.fence_failed", "h0: inject network down"),
+                ("h0: world powered off", "h0: host.fenced"),
+                ("h0: host.fenced", "vm0: instance.evacuating"))),
+    "maintenance-during-fence": Outcome(
+        has=FENCED_H1, running={"vm1": "not:h1", "vm2": "h2"}, starts={"vm1": 1},
+        never=("INVARIANT",), log_has=("refused 'maintenance h1 on'",)),
+    "cold-start-no-bmc": Outcome(
+        has=FENCED_H1, running={"vm1": "not:h1", "vm2": "not:h1"},
+        starts={"vm1": 1, "vm2": 1}),
+    "controller-restart-then-power-off": Outcome(
+        has=FENCED_H1, running={"vm1": "not:h1", "vm2": "not:h1"},
+        starts={"vm1": 1, "vm2": 1}),
     "controller-restart-while-paused": Outcome(
-        before=(("s1: inject resume", "bmc accepted"),),
+        before=(("s1: inject resume", "bmc accepted"), ("s1: inject resume", "host.fenced")),
         has=("segment.recovery_paused s1", "segment.recovery_resumed s1", "host.fenced h1",
              "host.fenced h2", "host.fenced h3"),
         running={"vm1": "in:h4,h5", "vm2": "in:h4,h5", "vm3": "in:h4,h5"}),
@@ -175,6 +239,27 @@ OUTCOMES: dict[str, Outcome] = {
         has=("instance.app_failed vm1", "instance.restarted vm1"),
         lacks=("instance.app_failed vm2", "instance.evacuating"),
         running={"vm1": "h1", "vm2": "h2"}),
+    "app-escalation": Outcome(
+        has=("instance.app_failed vm1", "instance.app_recovered vm1", "instance.app_failed vm2",
+             "instance.restarted vm2", "instance.recovery_step vm2", "instance.restarted vm3"),
+        lacks=("instance.restarted vm1", "instance.recovery_step vm1", "instance.recovery_failed",
+               "job.failed"),
+        running={"vm1": "h1", "vm2": "h2", "vm3": "h2"}, never=("vm1: world reset",),
+        log_has=("vm1: world application restarted inside the guest",
+                 "the application still fails 20 s after exec:/etc/init.d/app restart; "
+                 "step 2 of 2: reset", "the guest agent did not answer; next: reset"),
+        before=(("vm2: world in-guest restart on h2 did not help", "vm2: world reset"),)),
+    "app-budget-controller-restart": Outcome(
+        has=("instance.restarted vm1", "instance.recovery_failed vm1"),
+        running={"vm1": "h1"},
+        log_has=("restart budget spent: 2 restarts in 600 s",),
+        before=(("controller: world new controller started", "step 2 of 2: reset"),
+                ("controller: inject restart", "vm1: world reset on h1"))),
+    "guest-freeze-unresponsive": Outcome(
+        has=("instance.guest_unresponsive vm1", "instance.guest_unresponsive vm2",
+             "instance.restarted vm1"),
+        lacks=("instance.restarted vm2",), running={"vm1": "h1", "vm2": "h2"},
+        never=("vm2: world reset",)),
     "watchdog-poweroff-and-restart": Outcome(
         has=("instance.watchdog vm1", "instance.watchdog vm2", "instance.restarted vm2"),
         lacks=("instance.restarted vm1",), running={"vm1": None, "vm2": "h2"}),
@@ -208,6 +293,14 @@ OUTCOMES: dict[str, Outcome] = {
         has=("decision.requested vm1", "decision.timed_out vm1"),
         lacks=("instance.restarted",), never=("vm1: world reset",),
         log_has=("fallback none: nothing is done",)),
+    "custom-app-fallback-escalation": Outcome(
+        has=("decision.requested vm1", "decision.timed_out vm1", "instance.app_recovered vm1",
+             "decision.requested vm2", "instance.restarted vm2"),
+        lacks=("instance.restarted vm1", "decision.timed_out vm2", "instance.recovery_failed"),
+        never=("vm1: world reset",),
+        log_has=("vm1: world application restarted inside the guest",
+                 "fallback auto: its app_actions escalation"),
+        before=(("decision.timed_out", "step 1 of 2: exec:/etc/init.d/app restart"),)),
     "custom-host-after-fence": Outcome(
         has=(*FENCED_H1, "decision.requested vm1", "decision.requested vm2",
              "decision.timed_out vm2"),

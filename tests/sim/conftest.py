@@ -16,15 +16,34 @@ from typing import Any
 
 import pytest
 
+from vmha.domain import commands
 from vmha.domain.model import Event, SubjectKind
 from vmha.ports import ListQuery, PowerState
 from vmha.sim.runner import Ports, RunResult, run_scenario
 from vmha.sim.scenario import Scenario, parse_scenario
 
 
+class StandInbox:
+    """The stand-in's door: the commands the simulator sends it."""
+
+    def __init__(self, standin: StandIn) -> None:
+        self.s = standin
+
+    async def ask(self, command: Any) -> None:
+        if isinstance(command, commands.InstanceEvent):
+            await self.s.instance_event(command.instance, command.kind, command.detail)
+        elif isinstance(command, commands.FenceAck):
+            await self.s.fence_ack(command.host, command.by)
+        elif isinstance(command, commands.ResumeSegment):
+            await self.s.resume_segment(command.segment, command.by)
+        elif isinstance(command, commands.SetMaintenance):
+            await self.s.set_maintenance(command.host, command.enabled, command.reason)
+
+
 class StandIn:
     def __init__(self, ports: Ports, careful: bool = True, dead_after: float = 3.0,
                  act: bool = True) -> None:
+        self.inbox = StandInbox(self)
         self.p = ports
         self.act = act
         self.careful = careful

@@ -45,7 +45,9 @@ def test_log_and_json_of_a_scenario() -> None:
     assert set(report) >= {"hosts", "instances", "events", "invariants", "metrics"}
     assert report["invariants"] == {"never_running_twice": True,
                                     "no_recovery_before_fence": True,
-                                    "no_fence_while_paused": True}
+                                    "no_fence_while_paused": True,
+                                    "no_fence_of_a_healthy_host": True,
+                                    "no_fence_in_a_mass_outage": True}
     assert report["hosts"]["h1"]["powered"] is False
     assert "h1" in report["metrics"]["detect_s"]
 

@@ -57,7 +57,7 @@ def test_a_valid_scenario_becomes_values() -> None:
         ("  - {at: 1, do: powr-off h1}\n", "commands[5].do", "unknown command 'powr-off h1'"),
         ("  - {at: 1, do: power-off h9}\n", "commands[5].do", "'h9' is not a host"),
         ("  - {at: 1, do: guest vm9 panic}\n", "commands[5].do", "'vm9' is not an instance"),
-        ("  - {at: 1, do: guest vm1 explode}\n", "commands[5].do", "panic, hang, ok"),
+        ("  - {at: 1, do: guest vm1 explode}\n", "commands[5].do", "panic, hang, freeze, ok"),
         ("  - {at: 1, do: network h1 loss 130}\n", "commands[5].do", "percentage"),
         ("  - {at: 1, do: network h1 delay}\n", "commands[5].do", "number of arguments"),
         ("  - {at: 1, do: operator resume s9}\n", "commands[5].do", "'s9' is not a segment"),

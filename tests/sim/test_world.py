@@ -43,10 +43,26 @@ def test_reckless_recovery_of_an_isolated_host_is_caught(simulate: Simulate) -> 
 
 def test_an_isolated_host_self_fences_after_isolation_plus_watchdog(
         simulate: Simulate) -> None:
+    """The agent's rule (vmha.agent.isolation): its last contact lasts the
+    contact window (3 heartbeat intervals), then the isolation timeout (10 s)
+    runs, then the watchdog's (5 s)."""
     result, _ = simulate("  - {at: 10, do: network h3 down}\n", until=60, act=False)
     [line] = _lines(result, "h3: world powered off (self-fenced")
     t = float(line.split()[0])
-    assert 10 + 10 + 5 - 1.1 <= t <= 10 + 10 + 5 + 0.1
+    assert 10 + 3 + 10 + 5 - 1.1 <= t <= 10 + 3 + 10 + 5 + 0.1
+
+
+def test_a_host_cut_from_the_controller_that_reaches_half_its_peers_stays_up(
+        simulate: Simulate) -> None:
+    """Three hosts, one powered off: h3, cut from the controller, still
+    reaches h1 — with itself two of three, a majority by the shipped agent's
+    rule (the simulator's own model used to want both peers and fenced it).
+    Once h1 is gone too, h3 is isolated and self-fences."""
+    result, _ = simulate("  - {at: 10, do: power-off h2}\n"
+                         "  - {at: 12, do: controller-link h3 down}\n"
+                         "  - {at: 60, do: power-off h1}\n", until=120, act=False)
+    [line] = _lines(result, "h3: world powered off (self-fenced")
+    assert 60 + 3 + 10 + 5 - 2.1 <= float(line.split()[0]) <= 60 + 3 + 10 + 5 + 0.1
 
 
 def test_controller_link_cut_is_no_isolation(simulate: Simulate) -> None:

@@ -2,20 +2,20 @@
 
 `pg_url` (session scope) is a migrated throw-away PostgreSQL database,
 created once per run and dropped at the end. When the server is not
-reachable the postgres tests are skipped, or fail when env CI is set.
+reachable the postgres tier fails (tests/tiers.py: VMHA_TEST_SKIP=postgres opts out).
 Other tiers can build the same thing from
 `vmha.adapters.store.testing.temporary_pg_database`.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
+from tiers import require_tier
 from vmha.adapters.store import open_store
 from vmha.adapters.store.fake import FakeStore
 from vmha.adapters.store.sql import SqlStore
@@ -35,9 +35,8 @@ def pg_url() -> Iterator[str]:
             url = stack.enter_context(temporary_pg_database(pg_admin_url()))
         except StoreUnavailable as exc:
             _pg_missing[:] = [exc.detail]
-            if os.environ.get("CI"):
-                pytest.fail(f"PostgreSQL is required when CI is set: {exc.detail}")
-            pytest.skip(f"no PostgreSQL (start one or set VMHA_TEST_PG_URL): {exc.detail}")
+            require_tier("postgres", f"no PostgreSQL (scripts/ensure-postgres.sh starts one; "
+                         f"or set VMHA_TEST_PG_URL): {exc.detail}")
         open_store(url, migrate=True).close()
         yield url
 

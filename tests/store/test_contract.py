@@ -8,10 +8,22 @@ from typing import Any
 
 import pytest
 
-from vmha.domain.errors import Conflict, NotFound, ValidationError
+from vmha.domain.errors import Conflict, NotFound, StaleWrite, ValidationError
+from vmha.domain.jobs import (
+    ActionData,
+    DecisionData,
+    FencePhase,
+    FenceProgress,
+    HostRecoveryData,
+    InstanceRecoveryData,
+    Move,
+    MoveState,
+    PauseCause,
+)
 from vmha.domain.model import (
     Capacity,
     Event,
+    FenceMethod,
     Host,
     HostState,
     Instance,
@@ -23,6 +35,7 @@ from vmha.domain.model import (
     RecoveryMethod,
     Segment,
     Severity,
+    StepState,
     SubjectKind,
 )
 from vmha.domain.policy import HAPolicy, LayerMode, Probe, ProbeKind, WatchdogAction
@@ -154,28 +167,46 @@ def test_policy_round_trip(store: Store) -> None:
         store.get_policy("gold")
 
 
-def test_job_round_trip_keeps_steps_and_floats(store: Store) -> None:
+def test_job_round_trip_keeps_steps_floats_and_typed_data(store: Store) -> None:
+    data = HostRecoveryData(
+        host="h1", segment="s1", levels=((FenceMethod.REDFISH, FenceMethod.IPMI),
+                                         (FenceMethod.AGENT_WATCHDOG,)),
+        last_seen=0.1 + 0.2, fence=FenceProgress(1, FencePhase.CONFIRM, True, "ipmi off", 3.5),
+        disabled=True, planned=True, acked_by="ann", paused_for=PauseCause.BLOCKED,
+        resume_to=JobState.EVACUATING, rate_limited_until=12.25,
+        instances={"i-1": Move(MoveState.REPLAN, "h2", 2, True, "start failed", ("h3",), 1),
+                   "i-2": Move(MoveState.SKIPPED, custom=True)})
     job = Job(
         "j-1", JobKind.HOST_RECOVERY, "h1", state=JobState.EVACUATING, generation=4,
         steps=(
-            JobStep("fence", "done", 0.1 + 0.2, 1.0 / 3.0, "redfish confirmed off"),
-            JobStep("evacuate", "running", 1700000000.123456),
+            JobStep("fence", StepState.DONE, 0.1 + 0.2, 1.0 / 3.0, "redfish confirmed off"),
+            JobStep("evacuate", StepState.RUNNING, 1700000000.123456),
         ),
-        created_at=1700000000.000001, updated_at=1700000001.5, reason="host failed",
-        data={"instances": ["i-1", "i-2"], "plan": {"i-1": "h2"}, "ratio": 0.1, "n": 3},
+        created_at=1700000000.000001, updated_at=1700000001.5, reason="host failed", data=data,
     )
     assert store.create_job(job) == job
     got = store.get_job("j-1")
     assert got == job
     assert got.steps[0].started_at == 0.1 + 0.2
     assert isinstance(got.steps, tuple)
+    assert got.steps[1].state is StepState.RUNNING
+    assert isinstance(got.data, HostRecoveryData)
+    assert got.data.instances["i-1"].excluded == ("h3",)
+    assert got.data.levels[0] == (FenceMethod.REDFISH, FenceMethod.IPMI)
+    for kind, blank in ((JobKind.ACTION, ActionData("i-9")), (JobKind.DECISION,
+                        DecisionData("i-9")), (JobKind.INSTANCE_RECOVERY,
+                                               InstanceRecoveryData("i-9"))):
+        store.create_job(Job(f"j-{kind.value}", kind, "i-9"))
+        assert store.get_job(f"j-{kind.value}").data == blank
 
 
 def test_returned_values_are_detached_from_the_store(store: Store) -> None:
-    store.create_job(Job("j-1", JobKind.ACTION, "i-1", data={"a": [1]}))
+    store.create_job(Job("j-1", JobKind.DECISION, "i-1",
+                         data=DecisionData("i-1", allowed=("stop",))))
     got = store.get_job("j-1")
-    got.data["a"].append(2)
-    assert store.get_job("j-1").data == {"a": [1]}
+    assert isinstance(got.data, DecisionData)
+    got.data.to_storage()["allowed"].append("start")
+    assert store.get_job("j-1").data == DecisionData("i-1", allowed=("stop",))
     store.append_events([ev("x.y", k=[1])])
     first = all_events(store)[0]
     first.payload["k"].append(2)
@@ -255,6 +286,25 @@ def test_delete_segment_with_hosts_conflicts(store: Store) -> None:
     store.delete_host("h1")
     store.delete_segment("s1")
     assert store.list_segments(ListQuery()).items == []
+
+
+def test_delete_host_with_an_unfinished_recovery_job_conflicts(store: Store) -> None:
+    segment(store)
+    store.create_host(Host("h1", "s1"))
+    store.create_host(Host("h2", "s1"))
+    paused = Job("job-7", JobKind.HOST_RECOVERY, "h1", state=JobState.PAUSED, created_at=5.0)
+    store.create_job(paused)
+    store.create_job(Job("job-8", JobKind.HOST_RECOVERY, "h2", state=JobState.DONE))
+    store.create_job(Job("job-9", JobKind.ACTION, "h1"))  # an action's subject is an instance
+    with pytest.raises(Conflict) as info:
+        store.delete_host("h1")
+    assert "job-7 (paused)" in info.value.detail
+    assert store.get_host("h1").name == "h1"
+    store.delete_host("h2")  # its recovery is over
+    store.save_job(dataclasses.replace(paused, state=JobState.FAILED), 1)
+    store.delete_host("h1")
+    with pytest.raises(NotFound):
+        store.get_host("h1")
 
 
 def test_delete_policy_in_use_conflicts(store: Store) -> None:
@@ -409,6 +459,41 @@ def test_job_and_segment_filters(store: Store) -> None:
     assert keys(page.items, "name") == ["off"]
 
 
+def test_the_jobs_project_filter_keeps_that_projects_instance_jobs(store: Store) -> None:
+    """Decided by the project each instance job's data recorded when it was
+    made (not today's instance of that id); a host recovery is no project's."""
+    for job in (
+        Job("j1", JobKind.HOST_RECOVERY, "h1", created_at=1.0,
+            data=HostRecoveryData(host="h1", instances={"i1": Move(target="h2")})),
+        Job("j2", JobKind.INSTANCE_RECOVERY, "i1", created_at=2.0,
+            data=InstanceRecoveryData(instance="i1", host="h1", project="p1")),
+        Job("j3", JobKind.ACTION, "i2", created_at=3.0,
+            data=ActionData(instance="i2", action="stop", project="p2")),
+        Job("j4", JobKind.DECISION, "i1", created_at=4.0,
+            data=DecisionData(instance="i1", project="p1", host_job="j1")),
+        Job("j5", JobKind.ACTION, "i3", created_at=5.0,
+            data=ActionData(instance="i3", action="stop", project="")),
+        Job("j6", JobKind.ACTION, "i1", state=JobState.DONE, created_at=6.0,
+            data=ActionData(instance="i1", action="restart", project="p1")),
+    ):
+        store.create_job(job)
+
+    def ids(**filters: str) -> list[str]:
+        return keys(store.list_jobs(ListQuery(filters=filters)).items, "id")
+
+    assert ids(project="p1") == ["j2", "j4", "j6"]
+    assert ids(project="p2") == ["j3"]
+    assert ids(project="p3") == []
+    assert ids(project="p1", kind="action") == ["j6"]
+    assert ids(project="p1", state="pending", subject="i1") == ["j2", "j4"]
+    assert ids(project="p1", kind="host_recovery") == []
+    pages = collect(store.list_jobs, ListQuery(limit=2, filters={"project": "p1"}), "id")
+    assert pages == [["j2", "j4"], ["j6"]]
+    newest = collect(store.list_jobs, ListQuery(limit=1, desc=True, filters={"project": "p1"}),
+                     "id")
+    assert newest == [["j6"], ["j4"], ["j2"]]
+
+
 # -- events (outbox) -----------------------------------------------------------
 
 
@@ -500,7 +585,7 @@ def test_bad_event_queries_are_validation_errors(store: Store) -> None:
 
 def test_save_job_checks_the_generation(store: Store) -> None:
     job = store.create_job(Job("j1", JobKind.HOST_RECOVERY, "h1"), [ev("job.created")])
-    step = JobStep("fence", "running", 2.5)
+    step = JobStep("fence", StepState.RUNNING, 2.5)
     newer = dataclasses.replace(job, state=JobState.FENCING, generation=2, steps=(step,))
     assert store.save_job(newer, expected_generation=1, events=[ev("job.step")]) == newer
     assert store.get_job("j1") == newer
@@ -548,3 +633,196 @@ def test_agent_of_an_unknown_host_is_refused(store: Store) -> None:
 
     with pytest.raises(NotFound, match="host 'h9'"):
         store.save_agent(AgentRecord("h9", "s" * 32))
+
+
+def test_agents_register_in_bulk_with_the_rules_of_one_by_one(store: Store) -> None:
+    from vmha.domain.agents import AgentRecord, Registration
+
+    segment(store)
+    store.create_host(Host("h1", "s1", address="10.0.0.1", state=HostState.SUSPECT))
+    store.save_agent(AgentRecord("h1", "k" * 32, version="0.1"))
+
+    def reg(name: str, address: str, secret: str) -> Registration:
+        return Registration(Host(name, "s1", address=address, capacity=Capacity(8, 1024, 10)),
+                            AgentRecord(name, secret, version="0.2"))
+
+    done = store.register_agents([reg(f"h{i}", f"10.0.0.{i}", f"{i}" * 32) for i in (1, 2, 3)])
+    assert [(r.agent.host, r.agent.secret, r.created_host) for r in done] == [
+        ("h1", "k" * 32, False), ("h2", "2" * 32, True), ("h3", "3" * 32, True)]
+    h1 = store.get_host("h1")  # kept its state; took the agent's capacity
+    assert (h1.state, h1.capacity, h1.address) == (HostState.SUSPECT, Capacity(8, 1024, 10),
+                                                  "10.0.0.1")
+    assert store.get_host("h3").address == "10.0.0.3"
+    assert [(a.host, a.version) for a in store.list_agents()] == [
+        ("h1", "0.2"), ("h2", "0.2"), ("h3", "0.2")]
+    assert store.get_agent("h1").secret == "k" * 32
+    bad = Registration(Host("h4", "nowhere"), AgentRecord("h4", "4" * 32))
+    with pytest.raises(NotFound, match="segment 'nowhere'"):
+        store.register_agents([reg("h5", "10.0.0.5", "5" * 32), bad])
+    assert [h.name for h in store.list_hosts(ListQuery()).items] == ["h1", "h2", "h3"]
+    assert store.register_agents([]) == []
+
+
+# -- optimistic concurrency (record versions) -----------------------------------
+
+
+def test_a_write_on_an_old_copy_is_refused_not_lost(store: Store) -> None:
+    segment(store)
+    read = store.create_host(Host("h1", "s1"))
+    assert read.version == 1
+    by_api = store.update_host(dataclasses.replace(read, address="10.0.0.9"))
+    assert by_api.version == 2
+    stale = dataclasses.replace(read, state=HostState.SUSPECT)  # made on version 1
+    with pytest.raises(StaleWrite) as info:
+        store.update_host(stale, [ev("host.suspect")])
+    assert info.value.status == 409 and "now at version 2" in info.value.detail
+    assert all_events(store) == []
+    kept = store.get_host("h1")
+    assert (kept.address, kept.state, kept.version) == ("10.0.0.9", HostState.UP, 2)
+    rebased = store.update_host(dataclasses.replace(kept, state=HostState.SUSPECT))
+    assert (rebased.address, rebased.state, rebased.version) == ("10.0.0.9",
+                                                                HostState.SUSPECT, 3)
+    # a record not read from the store (version 0) is written unchecked
+    assert store.update_host(Host("h1", "s1", address="seed")).version == 4
+
+
+def test_instances_and_jobs_are_versioned_too(store: Store) -> None:
+    inst = store.create_instance(Instance("i-1", "vm", None))
+    store.update_instance(dataclasses.replace(inst, name="renamed"))
+    with pytest.raises(StaleWrite):
+        store.update_instance(dataclasses.replace(inst, state=InstanceState.CRASHED))
+    assert store.get_instance("i-1").name == "renamed"
+    job = store.create_job(Job("j-1", JobKind.ACTION, "i-1"))
+    assert job.version == 1
+    saved = store.save_job(dataclasses.replace(job, reason="step one"), 1)
+    assert saved.version == 2
+    with pytest.raises(StaleWrite):  # same generation, but an older copy
+        store.save_job(dataclasses.replace(job, reason="lost?"), 1)
+    assert store.get_job("j-1").reason == "step one"
+
+
+def test_host_versions_and_agent_hosts_tell_what_to_read_again(store: Store) -> None:
+    from vmha.domain.agents import AgentRecord
+
+    segment(store)
+    for name in ("h1", "h2", "h3"):
+        store.create_host(Host(name, "s1"))
+    store.save_agent(AgentRecord("h2", "k" * 32))
+    before = store.host_versions()
+    assert set(before) == {"h1", "h2", "h3"}
+    h1 = store.get_host("h1")
+    store.update_host(dataclasses.replace(h1, address="10.0.0.1"))
+    store.delete_host("h3")
+    after = store.host_versions()
+    assert after == {"h1": before["h1"] + 1, "h2": before["h2"]}
+    got = store.get_hosts(["h1", "h3", "h9"])
+    assert [(h.name, h.address, h.version) for h in got] == [("h1", "10.0.0.1", after["h1"])]
+    assert store.get_hosts([]) == []
+    assert store.agent_hosts() == frozenset({"h2"})
+
+
+def test_agent_marks_move_when_a_secret_is_written(store: Store) -> None:
+    from vmha.domain.agents import AgentRecord
+
+    segment(store)
+    for name in ("h1", "h2", "h3"):
+        store.create_host(Host(name, "s1"))
+    store.save_agent(AgentRecord("h1", "a" * 32))
+    store.save_agent(AgentRecord("h2", "b" * 32))
+    marks = store.agent_marks()
+    assert set(marks) == {"h1", "h2"} and store.agent_marks() == marks
+    store.update_host(dataclasses.replace(store.get_host("h1"), address="10.0.0.1"))
+    assert store.agent_marks() == marks  # the host's record is not the agent's secret
+    store.save_agent(AgentRecord("h2", "c" * 32))
+    store.save_agent(AgentRecord("h3", "d" * 32))
+    after = store.agent_marks()
+    assert after["h1"] == marks["h1"] and after["h2"] != marks["h2"] and "h3" in after
+    store.delete_host("h1")
+    assert set(store.agent_marks()) == {"h2", "h3"}
+
+
+def test_update_hosts_writes_a_batch_in_one_call_and_skips_stale_or_gone(store: Store) -> None:
+    segment(store)
+    store.create_segment(Segment("s2"))
+    for name in ("h1", "h2", "h3", "h4"):
+        store.create_host(Host(name, "s1"))
+    h1, h2, h3, h4 = (store.get_host(n) for n in ("h1", "h2", "h3", "h4"))
+    store.update_host(dataclasses.replace(h2, address="10.0.0.2"))  # h2's copy is now old
+    store.delete_host("h3")
+    since = store.last_event_id()
+    got = store.update_hosts([
+        (dataclasses.replace(h1, state=HostState.SUSPECT), [ev("host.suspect", "h1")]),
+        (dataclasses.replace(h2, state=HostState.SUSPECT), [ev("host.suspect", "h2")]),
+        (dataclasses.replace(h3, state=HostState.SUSPECT), [ev("host.suspect", "h3")]),
+        (dataclasses.replace(h4, segment="s2"), [ev("host.moved", "h4")]),
+        (Host("h5", "s1", state=HostState.SUSPECT), [ev("host.suspect", "h5")]),
+    ])
+    assert [g.name if g else None for g in got] == ["h1", None, None, None, None]
+    assert got[0] is not None and got[0].state is HostState.SUSPECT
+    assert got[0].version == h1.version + 1 == store.get_host("h1").version
+    # the skipped ones are untouched, their events not written
+    assert store.get_host("h2").state is HostState.UP
+    assert store.get_host("h2").address == "10.0.0.2"
+    assert store.get_host("h4").segment == "s1" and store.get_host("h4").version == h4.version
+    new = store.list_events(EventQuery(since=since))
+    assert [(e.type, e.subject) for e in new] == [("host.suspect", "h1")]
+    assert store.update_hosts([]) == []
+
+
+def test_update_hosts_writes_many_with_their_events_in_order(store: Store) -> None:
+    segment(store)
+    names = [f"h{n:03d}" for n in range(300)]
+    for name in names:
+        store.create_host(Host(name, "s1"))
+    hosts = store.get_hosts(names)
+    since = store.last_event_id()
+    got = store.update_hosts([(dataclasses.replace(h, state=HostState.SUSPECT),
+                               [ev("host.suspect", h.name)]) for h in hosts])
+    assert all(g is not None and g.state is HostState.SUSPECT for g in got)
+    events = store.list_events(EventQuery(since=since, limit=1000))
+    assert [e.subject for e in events] == [h.name for h in hosts]
+    assert all(h.state is HostState.SUSPECT for h in store.get_hosts(names))
+
+
+def test_the_async_view_awaits_every_concern_with_the_stores_semantics(store: Store) -> None:
+    """vmha.adapters.store.aio over this backend, in line and in threads:
+    host writes (batch and one), events, jobs, instances, policies, agents."""
+    import asyncio
+
+    from vmha.adapters.store.aio import InlineStore, ThreadedStore
+    from vmha.domain.agents import AgentRecord
+
+    segment(store)
+    store.create_host(Host("h1", "s1"))
+    store.create_host(Host("h2", "s1"))
+    store.save_agent(AgentRecord("h1", "k" * 32))
+    store.create_policy(NamedPolicy("gold", POLICY))
+    store.create_instance(Instance("i-1", "vm1", host="h1", policy_name="gold"))
+
+    async def use(view: Any, tag: str) -> None:
+        h1 = await view.get_host("h1")
+        [moved] = await view.update_hosts([(dataclasses.replace(h1, state_reason=tag),
+                                            [ev("host.touched", "h1", tag=tag)])])
+        assert moved.state_reason == tag and moved.version == h1.version + 1
+        with pytest.raises(StaleWrite):
+            await view.update_host(dataclasses.replace(h1, state_reason="old copy"))
+        [event] = await view.append_events([ev("segment.note", "s1", tag=tag)])
+        assert event.id > 0
+        job = await view.create_job(Job(f"j-{tag}", JobKind.ACTION, "i-1"))
+        saved = await view.save_job(dataclasses.replace(job, reason=tag), job.generation)
+        assert (await view.get_job(job.id)).reason == tag == saved.reason
+        page = await view.list_jobs(ListQuery(filters={"subject": "i-1"}))
+        assert f"j-{tag}" in keys(page.items, "id")
+        with pytest.raises(NotFound):
+            await view.get_job("nope")
+        inst = await view.get_instance("i-1")
+        inst = await view.update_instance(dataclasses.replace(inst, name=f"vm-{tag}"))
+        assert keys((await view.list_instances(ListQuery())).items, "name") == [f"vm-{tag}"]
+        assert (await view.get_policy("gold")).policy == POLICY
+        assert await view.agent_hosts() == frozenset({"h1"})
+        assert set(await view.agent_marks()) == {"h1"}
+
+    asyncio.run(use(InlineStore(store), "inline"))
+    asyncio.run(use(ThreadedStore(store), "threaded"))
+    touched = store.list_events(EventQuery(types=["host.touched"]))
+    assert [e.payload["tag"] for e in touched] == ["inline", "threaded"]

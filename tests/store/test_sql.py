@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -10,15 +11,17 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from vmha.adapters.store import open_store, upgrade
-from vmha.adapters.store.migrate import head_revision
+from vmha.adapters.store.migrate import alembic_config, head_revision
 from vmha.adapters.store.schema import metadata
 from vmha.adapters.store.sql import SqlStore
 from vmha.adapters.store.testing import clear_tables, temporary_pg_database
 from vmha.domain.errors import ConfigError, StoreUnavailable
+from vmha.domain.jobs import HostRecoveryData, MoveState
 from vmha.domain.model import Segment
 from vmha.ports import ListQuery
 
@@ -168,3 +171,38 @@ def test_unmigrated_postgres_says_to_run_the_upgrade(pg_url: str) -> None:
                 store.list_hosts(ListQuery())
         finally:
             store.close()
+
+
+def test_jobs_written_before_typed_data_are_completed_by_0008(sqlite_url: str) -> None:
+    """A job row written by an older vmha (0007's data) lacks keys the typed
+    records have; migration 0008 fills them in and keeps what was there."""
+    bare = open_store(sqlite_url)  # no migration yet
+    config = alembic_config()
+    with bare.engine.connect() as conn, conn.begin():
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0007")
+        old = {"host": "h1", "segment": "s1", "levels": [["ipmi"]], "last_seen": 5.0,
+               "fence": {"level": 0, "phase": "confirm", "started": True,
+                         "confirmed_by": None, "retry_at": 0.0},
+               "instances": {"vm1": {"state": "evacuating", "target": "h2", "attempt": 1,
+                                     "stopped": False, "reason": "", "excluded": []}}}
+        conn.execute(sa.text(
+            "INSERT INTO jobs (id, kind, subject, state, generation, steps, created_at, "
+            "updated_at, reason, data) VALUES ('j1', 'host_recovery', 'h1', 'evacuating', 3, "
+            "'[]', 1.0, 2.0, 'old', :data)"), {"data": json.dumps(old)})
+        command.upgrade(config, "head")
+        raw = json.loads(conn.execute(sa.text("SELECT data FROM jobs")).scalar_one())
+    bare.close()
+    assert raw["fence"] == {**old["fence"], "proof_at": 0.0}  # type: ignore[dict-item]
+    # 0010: no self-fence window yet (its next sample starts one)
+    assert raw["cut_off"] == {"since": 0.0, "sampled_at": 0.0, "samples": 0}
+    assert raw["instances"]["vm1"]["order"] == 0 and raw["instances"]["vm1"]["custom"] is False
+    assert raw["instances"]["vm1"]["target"] == "h2" and raw["requested_by"] is None
+    store = open_store(sqlite_url)
+    try:
+        job = store.get_job("j1")
+        assert isinstance(job.data, HostRecoveryData)
+        assert job.data.instances["vm1"].state is MoveState.EVACUATING
+        assert job.data.to_storage() == raw
+    finally:
+        store.close()

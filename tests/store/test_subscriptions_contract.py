@@ -81,6 +81,22 @@ def test_only_the_newest_delivered_records_are_kept(store: Store) -> None:
     assert [d.event_id for d in store.list_deliveries("s1", S.DEAD)] == [1]
 
 
+def test_progress_of_several_subscriptions_is_saved_at_once(store: Store) -> None:
+    store.create_subscription(sub("s1"))
+    store.create_subscription(sub("s2"))
+    store.save_deliveries("s2", [Delivery("s2", 3, S.RETRYING, 1, "timeout")])
+    store.save_progress({
+        "s1": ([Delivery("s1", 2, S.DELIVERED, 1), Delivery("s1", 2, S.DELIVERED, 2)], 4),
+        "s2": ([Delivery("s2", 3, S.DELIVERED, 2)], 3),
+        "gone": ([Delivery("gone", 1, S.DELIVERED, 1)], 1),  # deleted meanwhile: skipped
+    })
+    assert store.get_subscription("s1").cursor == 4
+    assert store.list_deliveries("s1") == [Delivery("s1", 2, S.DELIVERED, 2)]
+    assert store.list_deliveries("s2") == [Delivery("s2", 3, S.DELIVERED, 2)]
+    assert store.get_subscription("s2").cursor == 3
+    store.save_progress({})
+
+
 def test_deleting_a_subscription_drops_its_deliveries(store: Store) -> None:
     store.create_subscription(sub())
     store.save_deliveries("s1", [Delivery("s1", 1, S.DEAD, 3, "down")])

@@ -6,18 +6,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from vmha.adapters.cloud.fake import FakeCloud
 from vmha.adapters.fencing.fake import FakeFencer
 from vmha.adapters.peer.fake import FakePeerProber
 from vmha.adapters.store.fake import FakeStore
 from vmha.adapters.system import SequentialIds
+from vmha.controller.inbox import Inbox
 from vmha.domain.agents import AgentRecord
+from vmha.domain.commands import Command
 from vmha.domain.model import Capacity, Host, Instance, RecoveryMethod, Segment
 from vmha.domain.policy import HAPolicy
-from vmha.engine import Controller, ControllerSettings
-from vmha.engine.state import list_all
-from vmha.ports import EventQuery
+from vmha.engine import ControllerSettings, Engine
+from vmha.ports import EventQuery, list_all
 from vmha.sim.loop import VirtualClock
 
 
@@ -30,9 +32,11 @@ class World:
     prober: FakePeerProber = field(default_factory=FakePeerProber)
     ids: SequentialIds = field(default_factory=lambda: SequentialIds("job"))
     silent: set[str] = field(default_factory=set)  # hosts whose heartbeats stop
-    controller: Controller | None = None
+    controller: Engine | None = None
     task: asyncio.Task[None] | None = None
     agents: list[asyncio.Task[None]] = field(default_factory=list)
+    # when set, agents' heartbeats go through it (like `vmha serve`'s intake)
+    source: Any = None
 
     def add_cluster(
         self, hosts: Iterable[str], method: RecoveryMethod = RecoveryMethod.AUTO,
@@ -54,10 +58,11 @@ class World:
                                             policy=pol))
         self.cloud.running.setdefault(vid, set()).add(host)
 
-    def start(self) -> Controller:
+    def start(self) -> Engine:
         clock = VirtualClock()
-        self.controller = Controller(self.settings, self.store, clock, self.ids,
-                                     {"ipmi": self.fencer}, self.cloud, self.prober)
+        self.controller = Engine(self.settings, self.store, clock, self.ids,
+                                 {"ipmi": self.fencer}, self.cloud, self.prober, inbox=Inbox(),
+                                 heartbeats=self.source)
         self.task = asyncio.ensure_future(self.controller.run())
         if not self.agents:
             for host in sorted(h.name for h in list_all(self.store.list_hosts)):
@@ -67,10 +72,17 @@ class World:
     async def _agent(self, host: str, clock: VirtualClock) -> None:
         seq = 0
         while True:
-            if host not in self.silent and self.controller is not None:
+            if host not in self.silent and self.source is not None:
+                self.source.send(host, seq, clock.now())
+            elif host not in self.silent and self.controller is not None:
                 self.controller.heartbeat(host, seq, clock.now())
             seq += 1
             await asyncio.sleep(self.settings.heartbeat_interval_s)
+
+    async def ask(self, command: Command) -> Any:
+        """Send `command` through the running engine's inbox (as the API does)."""
+        assert self.controller is not None and self.controller.inbox is not None
+        return await cast(Inbox, self.controller.inbox).ask(command)
 
     async def stop_controller(self) -> None:
         assert self.controller is not None and self.task is not None

@@ -29,7 +29,8 @@ def test_request_carries_token_deadline_allowed_and_keeps_only_a_digest() -> Non
     assert event.payload["deadline"] == T0 + 60
     assert event.payload["allowed"] == ["restart", "reset", "stop", "ignore"]
     assert event.payload["fallback_action"] == "restart"
-    assert "s3cret" not in str(job.data) and job.data["token_sha256"] == decisions.digest("s3cret")
+    assert "s3cret" not in str(job.data)
+    assert job.data.to_storage()["token_sha256"] == decisions.digest("s3cret")
     decisions.check_token(job, "s3cret")
     with pytest.raises(NotFound):
         decisions.check_token(job, "guess")
@@ -38,7 +39,7 @@ def test_request_carries_token_deadline_allowed_and_keeps_only_a_digest() -> Non
 @pytest.mark.parametrize(("name", "layer", "fallback", "at", "action"), [
     ("before the deadline nothing happens", "guest", CustomFallback.AUTO, T0 + 59.9, None),
     ("guest auto restarts", "guest", CustomFallback.AUTO, T0 + 60, "restart"),
-    ("app auto resets", "app", CustomFallback.AUTO, T0 + 61, "reset"),
+    ("app auto escalates", "app", CustomFallback.AUTO, T0 + 61, "escalate"),
     ("host auto evacuates", "host", CustomFallback.AUTO, T0 + 60, "evacuate"),
     ("none does nothing", "guest", CustomFallback.NONE, T0 + 60, None),
 ])
@@ -50,14 +51,14 @@ def test_expire(name: str, layer: str, fallback: CustomFallback, at: float,
         assert res is None, name
         return
     assert res is not None and res.action == action, name
-    assert res.job.state is JobState.DONE and res.job.data["outcome"] == "timed_out"
+    assert res.job.state is JobState.DONE and res.job.data.to_storage()["outcome"] == "timed_out"
     assert res.events[0].type == "decision.timed_out"
 
 
 def test_answer_in_time_then_late_answers_say_what_was_done() -> None:
     job, _ = pending()
     res = decisions.answer(job, "stop", "ann", T0 + 10)
-    assert res.action == "stop" and res.job.data["by"] == "ann"
+    assert res.action == "stop" and res.job.data.to_storage()["by"] == "ann"
     with pytest.raises(Conflict, match="already answered by ann"):
         decisions.answer(res.job, "restart", "bob", T0 + 11)
     with pytest.raises(ValidationError, match="allowed: restart, reset, stop, ignore"):

@@ -120,3 +120,91 @@ def test_warm_up_is_cautious() -> None:
     # two beats: no loss estimate yet, so 4 s of silence is not enough
     assert not det.suspect(5.0)
     assert det.suspect(1.0 + 20)
+
+
+@pytest.mark.parametrize(("loss", "jitter", "beats"), [
+    (0.0, 0.01, 60), (0.0, 0.01, 4), (0.0, 0.01, 9), (0.0, 0.2, 60), (0.1, 0.05, 120),
+    (0.3, 0.2, 300), (0.5, 0.3, 200),
+])
+def test_suspect_at_is_when_suspect_turns_true_a_little_early_never_late(
+    loss: float, jitter: float, beats: int
+) -> None:
+    """The deadline the detector loop waits for: at most ~1 % early (it
+    looks again then), never more than a few ms late."""
+    rng = random.Random(beats)
+    det = PhiDetector()
+    assert det.suspect_at() is None
+    for seq in range(beats):
+        if rng.random() >= loss:
+            det.heartbeat(seq, float(seq), seq + abs(rng.gauss(0, jitter)))
+    at = det.suspect_at()
+    assert at is not None and det.last_arrival is not None
+    first = next(t for t in (det.last_arrival + k / 1000 for k in range(200_000))
+                 if det.suspect(t))
+    early = 0.02 + 0.01 * (first - det.last_arrival)  # see suspicion_delay: errs early
+    assert first - early <= at <= first + 0.005
+
+
+def test_suspect_at_caps_a_hopeless_model_at_an_hour() -> None:
+    det = PhiDetector(DetectorConfig(min_loss=0.999))
+    det.heartbeat(1, 0.0, 0.0)
+    at = det.suspect_at()
+    assert at is not None and at == pytest.approx(3600.25)
+
+
+def test_quickest_suspicion_bounds_how_long_a_deadline_may_wait() -> None:
+    warming, warm = PhiDetector(), PhiDetector()
+    for seq in range(4):
+        warming.heartbeat(seq, float(seq), float(seq))
+    for seq in range(100):
+        warm.heartbeat(seq, float(seq), float(seq))
+    assert warming.suspect_at() == pytest.approx(3 + 10.25, abs=0.2)  # no history: lossy link
+    assert 2.4 <= warming.quickest_suspicion_s() <= 2.6  # what a clean model would allow
+    assert warm.quickest_suspicion_s() == pytest.approx(warm.suspect_at() - 99, abs=0.1)
+
+
+def test_peek_phi_from_another_thread_never_reads_half_updated_sums() -> None:
+    """The API shows phi from its worker threads while the engine's thread
+    adds heartbeats. `_add` appends a gap before it updates the running
+    sums; a reader that derived the model right then saw more gaps than
+    beats sent and took the root of a negative loss count (an HTTP 500 on
+    a host listing under load). That moment, frozen:"""
+    det = PhiDetector()
+    for seq in range(40):
+        det.heartbeat(seq, float(seq), float(seq))
+    shown = det.phi(41.5)  # the engine's thread looks (it computes the model)
+    assert det.peek_phi(41.5) == shown
+    det._cached = None  # what `_add` does first ...
+    det._samples.append((1.0, 1))  # ... then the gap, the sums not yet
+    assert det.peek_phi(41.5) == shown  # the last model the detector computed
+
+
+def test_peek_phi_before_any_model_is_the_warm_up_model() -> None:
+    cold, warming = PhiDetector(), PhiDetector()
+    cold.heartbeat(0, 0.0, 0.0)
+    warming.heartbeat(0, 0.0, 0.0)
+    assert cold.peek_phi(6.0) == pytest.approx(warming.phi(6.0))
+    assert PhiDetector().peek_phi(6.0) == 0.0  # never heard: no suspicion shown
+
+
+def test_a_host_never_heard_uses_the_configured_prior() -> None:
+    """After a controller restart a detector starts without history: it is
+    judged like a host heard once (the configured interval and
+    bootstrap_loss), not with a 50 % loss guess (17 s at 1 s beats)."""
+    never, once = PhiDetector(), PhiDetector()
+    never.last_arrival = 0.0
+    once.heartbeat(0, 0.0, 0.0)
+    never_at, once_at = never.suspect_at(), once.suspect_at()
+    assert never_at is not None and once_at is not None
+    assert never_at == pytest.approx(once_at, abs=0.05)
+    assert never_at < 11.0
+
+
+def test_overdue_at_is_one_interval_the_pause_and_twice_the_jitter() -> None:
+    det = PhiDetector()
+    assert det.overdue_at() is None
+    for seq in range(100):
+        det.heartbeat(seq, float(seq), float(seq))
+    assert det.overdue_at() == pytest.approx(99 + 1.0 + 0.25 + 0.2, abs=0.01)
+    at = det.overdue_at()
+    assert at is not None and not det.suspect(at)  # overdue is not suspect

@@ -1,15 +1,17 @@
-"""The real Controller on a virtual clock with FakeStore and scriptable fakes."""
+"""The real Engine on a virtual clock with FakeStore and scriptable fakes."""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 from engine_harness import World
 
+from vmha.domain.commands import FenceAck, InstanceEvent, ResumeSegment, SetMaintenance
 from vmha.domain.model import Host, HostState
 from vmha.engine import ControllerSettings
-from vmha.ports import ListQuery, PowerState
+from vmha.ports import EventQuery, ListQuery, PowerState
 from vmha.sim.loop import run_virtual
 
 
@@ -156,10 +158,10 @@ def test_operator_resume_lets_recovery_run() -> None:
         await asyncio.sleep(30)
         w.power_off("h1")
         w.power_off("h2")
-        await asyncio.sleep(20)
+        await asyncio.sleep(15)  # paused; their self-fence deadline (20 s) not yet passed
         assert w.fencer.count("off") == 0
         assert w.controller is not None
-        await w.controller.resume_segment("s1", "alice")
+        await w.ask(ResumeSegment("s1", "alice"))
         await asyncio.sleep(60)
         await w.close()
         return w
@@ -193,10 +195,10 @@ def test_guest_crash_restarts_then_budget_runs_out() -> None:
         w = World()
         w.add_cluster(["h1", "h2"])
         w.add_vm("vm1", "h1", guest="auto", max_restarts=2, window_s=600)
-        c = w.start()
+        w.start()
         await asyncio.sleep(5)
         for _ in range(3):
-            await c.instance_event("vm1", "crashed", "pvpanic")
+            await w.ask(InstanceEvent("vm1", "crashed", "pvpanic"))
             await asyncio.sleep(60)
         await w.close()
         return w
@@ -234,14 +236,55 @@ def test_returning_host_becomes_up_after_a_healthy_period() -> None:
     assert ("enable", "", "h1") in w.cloud.calls
 
 
+def test_a_refused_re_enable_is_retried_without_holding_up_detection() -> None:
+    async def main() -> World:
+        w = World()
+        w.add_cluster(["h1", "h2"])
+        w.add_vm("vm1", "h1")
+        w.cloud.enable_refusals["h1"] = 2  # e.g. Nova: evacuations not completed yet
+        w.start()
+        await asyncio.sleep(30)
+        w.power_off("h1")
+        await asyncio.sleep(30)
+        w.silent.discard("h1")
+        w.prober.heal("h1")
+        await asyncio.sleep(60)
+        await w.close()
+        return w
+
+    w = run_virtual(main())
+    assert w.host_state("h1") == "up"
+    assert w.cloud.calls.count(("enable", "", "h1")) == 3  # two refusals, then done
+    assert "h1" not in w.cloud.disabled
+
+
+def test_a_move_the_cloud_reports_failed_is_replanned_at_once() -> None:
+    async def main() -> World:
+        w = World()
+        w.add_cluster(["h1", "h2", "h3"], threshold=1.0)
+        w.add_vm("vm1", "h1", vcpus=6)
+        w.add_vm("vm2", "h3", vcpus=8)  # h2 has the most room: the planner picks it
+        w.cloud.failing_targets.add("h2")  # e.g. Nova's NoValidHost for h2
+        w.start()
+        await asyncio.sleep(30)
+        w.power_off("h1")
+        await asyncio.sleep(20)
+        await w.close()
+        return w
+
+    w = run_virtual(main())
+    assert ("failed", "vm1", "h2") in w.cloud.calls
+    assert w.placement("vm1")[0] == "h3"  # well before verify_timeout_s (30 s) ran out
+
+
 def test_maintenance_host_is_ignored_and_not_a_target() -> None:
     async def main() -> World:
         w = World()
         w.add_cluster(["h1", "h2", "h3"])
         w.add_vm("vm1", "h1")
-        c = w.start()
+        w.start()
         await asyncio.sleep(20)
-        await c.set_maintenance("h2", True, "kernel upgrade")
+        await w.ask(SetMaintenance("h2", True, "kernel upgrade"))
         w.silent.add("h2")  # rebooting in maintenance: not a failure
         await asyncio.sleep(10)
         w.power_off("h1")
@@ -261,13 +304,13 @@ def test_operator_ack_fences_a_host_stuck_on() -> None:
         w.add_cluster(["h1", "h2", "h3"], levels=(("ipmi",), ("manual",)))
         w.add_vm("vm1", "h1")
         w.fencer.stuck_on.add("h1")
-        c = w.start()
+        w.start()
         await asyncio.sleep(20)
         w.power_off("h1")  # dead, but the BMC cannot prove it
         await asyncio.sleep(30)
         assert w.cloud.count("start") == 0
         assert w.host_state("h1") == "failed"
-        await c.fence_ack("h1", "alice")
+        await w.ask(FenceAck("h1", "alice"))
         await asyncio.sleep(10)
         await w.close()
         return w
@@ -300,21 +343,25 @@ def test_failed_start_is_retried_on_another_host() -> None:
 
 
 def test_pause_survives_a_controller_restart() -> None:
+    """Three hosts cut off but alive (BMCs read on, no self-fence level):
+    nothing proves them dead, so nothing happens until an operator resumes."""
+
     async def main() -> World:
         w = World()
-        w.add_cluster(["h1", "h2", "h3", "h4", "h5"])
+        w.add_cluster(["h1", "h2", "h3", "h4", "h5"], levels=(("ipmi",),))
         for h in ("h1", "h2", "h3"):
             w.add_vm(f"vm-{h}", h)
         w.start()
         await asyncio.sleep(30)
         for h in ("h1", "h2", "h3"):
-            w.power_off(h)
+            w.silent.add(h)
+            w.prober.cut(h)
         await asyncio.sleep(60)
         await w.stop_controller()
-        c = w.start()
+        w.start()
         await asyncio.sleep(60)
         assert w.fencer.count("off") == 0, "fenced while the segment was paused"
-        await c.resume_segment("s1", "alice")
+        await w.ask(ResumeSegment("s1", "alice"))
         await asyncio.sleep(100)
         await w.close()
         return w
@@ -355,10 +402,10 @@ def test_pending_restart_survives_a_controller_restart() -> None:
         w = World()
         w.add_cluster(["h1", "h2"])
         w.add_vm("vm1", "h1", guest="auto")
-        c = w.start()
+        w.start()
         await asyncio.sleep(5)
         w.cloud.running["vm1"].discard("h1")
-        await c.instance_event("vm1", "crashed", "pvpanic")
+        await w.ask(InstanceEvent("vm1", "crashed", "pvpanic"))
         await asyncio.sleep(3)  # restart due at 15 s; the controller dies first
         await w.stop_controller()
         w.start()
@@ -416,3 +463,127 @@ def test_a_host_without_a_registered_agent_is_not_watched() -> None:
     w = run_virtual(main())
     assert w.host_state("h4") == "up"
     assert [t for t, s in w.events("host.") if s == "h4"] == []
+
+
+def test_a_job_whose_host_vanished_ends_instead_of_failing_every_round(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A paused recovery job of a host that no longer exists (an older vmha
+    let it be deleted): once the segment resumes, the job ends as failed,
+    nothing is fenced or moved, and no round raises."""
+    from vmha.domain import recovery
+    from vmha.domain.jobs import PauseCause
+    from vmha.domain.model import Job, JobState
+
+    async def main() -> World:
+        w = World()
+        w.add_cluster(["h1", "h2", "h3"])
+        w.add_vm("vm1", "h3")
+        gone = w.store.get_host("h3")
+        job = recovery.new_host_job("job-old", gone, [w.store.get_instance("vm1")],
+                                    {"vm1": True}, 0.0, 0.0, "no heartbeats")
+        w.store.delete_host("h3")
+        w.store.create_job(replace(job, state=JobState.PAUSED,
+                                   data=replace(recovery.host_data(job),
+                                                paused_for=PauseCause.BLOCKED,
+                                                resume_to=JobState.PENDING)))
+        w.start()
+        await asyncio.sleep(30)
+        await w.close()
+        return w
+
+    w = run_virtual(main())
+    job: Job = w.store.get_job("job-old")
+    assert job.state is JobState.FAILED
+    assert job.reason == "host h3 no longer exists and was never fenced; nothing was moved"
+    assert w.fencer.power.get("h3") is not PowerState.OFF
+    assert w.placement("vm1") == ("h3", "running")
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+
+
+def _paused_with_three_dead(bmc: str) -> World:
+    """Five hosts, three die at once (60 %: the segment pauses) and stay
+    dead; `bmc` says what their BMCs do: "off" (read power off) or
+    "unreachable" (only the agent_watchdog level can prove them dead)."""
+
+    async def main() -> World:
+        w = World()
+        w.add_cluster(["h1", "h2", "h3", "h4", "h5"])
+        for h in ("h1", "h2", "h3"):
+            w.add_vm(f"vm-{h}", h)
+        w.start()
+        await asyncio.sleep(30)
+        for h in ("h1", "h2", "h3"):
+            w.power_off(h)
+            if bmc == "off":
+                w.fencer.power[h] = PowerState.OFF
+            else:
+                w.fencer.unreachable.add(h)
+        await asyncio.sleep(60)
+        await w.close()
+        return w
+
+    return run_virtual(main())
+
+
+def test_a_paused_segment_recovers_hosts_proven_dead_without_fencing() -> None:
+    """Issue 11 item 13: the guard stops fencing actions, not the recovery
+    of hosts already proven dead (here: their BMCs read power off)."""
+    w = _paused_with_three_dead("off")
+    assert ("segment.recovery_paused", "s1") in w.events("segment.")
+    assert w.fencer.count("off") == 0, "a power-off was sent while paused"
+    for h in ("h1", "h2", "h3"):
+        assert "host.fenced" in [t for t, s in w.events("host.") if s == h]
+        assert w.placement(f"vm-{h}") in (("h4", "running"), ("h5", "running"))
+    proofs = {str(e.payload["reason"]) for e in w.store.list_events(EventQuery(limit=10000))
+              if e.type == "host.fenced"}
+    assert proofs and all(p.startswith("ipmi reads power off (no power-off sent")
+                          for p in proofs), proofs
+
+
+def test_three_of_five_silent_with_unreachable_bmcs_are_not_taken_as_self_fenced() -> None:
+    """Three of five hosts silent, their BMCs unreachable: each has four
+    peers and keeps contact (its agent's rule) with two of them, so the two
+    that answer "cannot reach it" never rule out a majority: the three may
+    be one side of a partition, reaching each other and running their VMs.
+    No self-fence deadline counts and nothing moves (an operator's ack or a
+    BMC that reads off can still prove them dead)."""
+    w = _paused_with_three_dead("unreachable")
+    assert ("segment.recovery_paused", "s1") in w.events("segment.")
+    assert w.fencer.count("off") == 0, "a power-off was sent while paused"
+    for h in ("h1", "h2", "h3"):
+        assert "host.fenced" not in [t for t, s in w.events("host.") if s == h]
+        assert w.placement(f"vm-{h}")[0] == h
+    job = next(j for j in w.store.list_jobs(ListQuery(limit=100)).items if j.subject == "h1")
+    proofs = [s.detail for s in job.steps if s.name.startswith("proof:agent_watchdog")]
+    assert proofs and all("2 of 4 peers answered that they cannot reach it; 3 needed" in p
+                          for p in proofs), proofs
+
+
+def test_an_isolated_controller_moves_nothing_even_for_a_proven_dead_host() -> None:
+    """Every host looks down: the controller is probably the one cut off,
+    so its idea of where instances could go is worthless: it waits, even
+    for a host whose BMC reads off, and recovers once it hears hosts again."""
+
+    async def main() -> World:
+        w = World()
+        w.add_cluster(["h1", "h2"])
+        w.add_vm("vm1", "h1")
+        w.start()
+        await asyncio.sleep(30)
+        w.power_off("h1")
+        w.fencer.power["h1"] = PowerState.OFF
+        w.silent.add("h2")  # h2 alive, but the controller hears nothing any more
+        await asyncio.sleep(60)
+        assert w.fencer.count("off") == 0
+        assert w.placement("vm1")[0] == "h1"
+        assert "host.fenced" not in [t for t, s in w.events("host.") if s == "h1"]
+        w.silent.discard("h2")
+        await asyncio.sleep(60)
+        await w.close()
+        return w
+
+    w = run_virtual(main())
+    assert ("controller.isolated", "controller") in w.events("controller.")
+    assert w.events("instance.unplaceable") == []
+    assert w.placement("vm1") == ("h2", "running")

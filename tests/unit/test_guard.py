@@ -66,3 +66,16 @@ def test_fence_rate_limit_one_per_30_s_beyond_the_first() -> None:
     budget = budget.record(30.0)
     assert budget.next_allowed(31.0, 1, 30) == 60.0
     assert FenceBudget().record(0.0).allows(1.0, burst=2, interval_s=30)
+
+
+def test_health_of_the_troubled_hosts_alone_equals_counting_the_segment() -> None:
+    from vmha.domain.guard import SegmentHealth, health_of
+
+    hosts = [Host(f"h{i}", "s1", state=state, state_since=since) for i, (state, since) in
+             enumerate([(HostState.UP, 0.0), (HostState.SUSPECT, 95.0),
+                        (HostState.FAILED, 10.0), (HostState.FENCING, 70.0),
+                        (HostState.RECOVERED, 90.0), (HostState.UP, 99.0)])]
+    hosts.append(Host("m", "s1", state=HostState.MAINTENANCE, maintenance=True))
+    trouble = {"h1": 95.0, "h2": 10.0, "h3": 70.0}
+    assert health_of(6, trouble.values(), 100.0, 60.0) == segment_health(
+        hosts, trouble, 100.0, 60.0) == SegmentHealth(6, 3, 2)

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from vmha.domain.health import Evidence, PowerReading, Verdict, confirm, peer_quorum
+from vmha.domain.health import (
+    Evidence,
+    Look,
+    Move,
+    PowerReading,
+    Verdict,
+    after_round,
+    confirm,
+    judge,
+    peer_quorum,
+)
+from vmha.domain.model import HostState
 
 P = PowerReading
 CASES = [
@@ -46,3 +57,77 @@ def test_quorum_is_a_majority_and_at_least_two_when_possible() -> None:
     assert peer_quorum(5, 5) == 3
     assert peer_quorum(1, 1) == 1
     assert peer_quorum(1, 4) == 2
+
+
+def test_rounds_back_off_when_many_hosts_are_suspect() -> None:
+    from vmha.domain.health import next_round_in
+
+    assert [next_round_in(2.0, n, 25) for n in (0, 1, 25, 50, 1000)] == [2.0, 2.0, 2.0, 4.0,
+                                                                          80.0]
+
+
+def test_peers_are_the_first_usable_ones_and_counted_just_enough() -> None:
+    from vmha.domain.health import pick_peers
+
+    ring = [f"h{i}" for i in range(10)]
+    down = {"h1", "h2", "h4"}
+    looked: list[str] = []
+
+    def usable(name: str) -> bool:
+        looked.append(name)
+        return name not in down
+
+    assert pick_peers(ring, "h3", 3, usable, 100) == (["h0", "h5", "h6"], 4)
+    assert looked == ["h0", "h1", "h2", "h4", "h5", "h6", "h7"]  # no more than needed
+    assert pick_peers(ring[:4], "h3", 3, usable, 100) == (["h0"], 1)  # every usable peer
+    assert pick_peers(ring, "h3", 3, usable, 5) == (["h0"], 4)  # cut short: strictest quorum
+    assert pick_peers(["h1"], "h1", 3, usable, 100) == ([], 0)
+    assert pick_peers([], "h1", 3, usable, 100) == ([], 0)
+
+
+# -- between rounds: what a tick's evidence calls for -------------------------------
+
+UP, SUSPECT, PARTITIONED = HostState.UP, HostState.SUSPECT, HostState.PARTITIONED
+RECOVERED, FAILED = HostState.RECOVERED, HostState.FAILED
+
+
+@pytest.mark.parametrize(("name", "look", "move"), [
+    ("up and heard", Look(UP, heard=True), Move.NONE),
+    ("up and silent", Look(UP, silent=True, heard=True), Move.SUSPECT),
+    ("up, never heard, silent", Look(UP, silent=True), Move.SUSPECT),
+    ("maintenance flag: nothing", Look(UP, maintenance=True, silent=True), Move.NONE),
+    ("maintenance state: nothing", Look(HostState.MAINTENANCE, silent=True), Move.NONE),
+    ("suspect, heard again", Look(SUSPECT, heard=True), Move.RESUMED),
+    ("partitioned, heard again", Look(PARTITIONED, heard=True), Move.RESUMED),
+    ("suspect, quiet but never heard", Look(SUSPECT), Move.CONFIRM),
+    ("suspect and silent", Look(SUSPECT, silent=True, heard=True), Move.CONFIRM),
+    ("partitioned and silent", Look(PARTITIONED, silent=True, heard=True), Move.CONFIRM),
+    ("failed: the job's, not the detector's", Look(FAILED, heard=True), Move.NONE),
+    ("recovered, not healthy long enough", Look(RECOVERED, heard=True), Move.NONE),
+    ("recovered and healthy", Look(RECOVERED, heard=True, healthy_long_enough=True),
+     Move.RETURN),
+    ("recovered, healthy, segment holds", Look(RECOVERED, heard=True, healthy_long_enough=True,
+                                               segment_holds=True), Move.HOLD),
+    ("recovered, healthy, held already", Look(RECOVERED, heard=True, healthy_long_enough=True,
+                                              segment_holds=True, held=True), Move.NONE),
+])
+def test_judge(name: str, look: Look, move: Move) -> None:
+    assert judge(look) is move, name
+
+
+@pytest.mark.parametrize(("state", "verdict", "to"), [
+    (SUSPECT, Verdict.FAILED, FAILED),
+    (PARTITIONED, Verdict.FAILED, None),  # peers reached it: one failed round is not enough
+    (SUSPECT, Verdict.PARTITIONED, PARTITIONED),
+    (PARTITIONED, Verdict.PARTITIONED, None),
+    (SUSPECT, Verdict.INCONCLUSIVE, None),
+    (PARTITIONED, Verdict.INCONCLUSIVE, None),
+])
+def test_after_round(state: HostState, verdict: Verdict, to: HostState | None) -> None:
+    assert after_round(state, verdict) is to
+
+
+def test_a_partitioned_host_fails_on_the_second_failed_round_in_a_row_or_a_bmc_off() -> None:
+    assert after_round(PARTITIONED, Verdict.FAILED, failed_in_a_row=2) is FAILED
+    assert after_round(PARTITIONED, Verdict.FAILED, power_off=True) is FAILED
+    assert after_round(SUSPECT, Verdict.FAILED, failed_in_a_row=1) is FAILED

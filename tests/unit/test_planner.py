@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from vmha.domain.model import Capacity, Host, HostState, Instance, RecoveryMethod
-from vmha.domain.planner import candidates_from, plan
+from vmha.domain.planner import SCHEDULER, candidates_from, plan, plan_by_cloud
 from vmha.domain.policy import HAPolicy
 
 
@@ -104,3 +104,14 @@ def test_deterministic_for_the_same_input_in_any_order() -> None:
         u[0] += by_id[x.instance].resources.vcpus
         u[1] += by_id[x.instance].resources.ram_mb
     assert all(v <= 16 and r <= 32768 for v, r in used.values())
+
+
+def test_the_clouds_scheduler_gets_every_instance_by_priority_once() -> None:
+    vms = [vm("low", prio=10), vm("high", prio=900, stopped=True), vm("mid", prio=500)]
+    p = plan_by_cloud(vms)
+    assert [(x.instance, x.host, x.stopped) for x in p.placements] == [
+        ("high", SCHEDULER, True), ("mid", SCHEDULER, False), ("low", SCHEDULER, False)]
+    again = plan_by_cloud(vms, refused=frozenset({"mid"}))
+    assert [x.instance for x in again.placements] == ["high", "low"]
+    assert [(u.instance, u.reason) for u in again.unplaced] == [
+        ("mid", "the cloud's scheduler could not place it")]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from vmha.domain import recovery as r
+from vmha.domain.isolation import CutOffWindow, Sample
+from vmha.domain.jobs import HostRecoveryData
 from vmha.domain.model import Host, HostState, Instance, JobState
 from vmha.domain.planner import Placement, Plan, Unplaced
 
@@ -171,3 +173,91 @@ def test_a_host_heartbeating_again_is_not_fenced() -> None:
     assert d.job.state is JobState.PENDING and not d.intents
     blocked = step(new_job(), replace(CTX, blocked="paused")).job
     assert step(blocked, alive).job is blocked  # stays paused: no fencing
+
+
+# -- the agent_watchdog level: peer samples over the whole window ------------
+
+SELF_FENCE = (("agent_watchdog",), ("manual",))
+CTX_SF = r.JobContext(self_fence_deadline_s=20.0, sample_gap_s=4.0)
+
+
+def _sample_result(confirm: r.ConfirmFenced, at: float, cannot_reach: int = 2,
+                   reach: int = 0) -> r.Result:
+    sample = Sample(at, 2, reach=reach, cannot_reach=cannot_reach)
+    return r.Result(confirm, False, "sample", retry_at=at + 2.0 if sample.cut_off else None,
+                    sample=sample)
+
+
+def test_self_fence_needs_cut_off_samples_over_the_whole_window() -> None:
+    job = r.decide(new_job(levels=SELF_FENCE), CTX_SF, 12.0).job  # fencing
+    assert r.host_data(job).cut_off.since == 10.0  # its last heartbeat
+    t = 12.0
+    while True:
+        (confirm,) = r.decide(job, CTX_SF, t).intents
+        assert isinstance(confirm, r.ConfirmFenced) and confirm.deadline_s == 20.0
+        d = r.apply(job, _sample_result(confirm, t), t)
+        job = d.job
+        if job.state is JobState.FENCED:
+            break
+        assert d.wait_until == t + 2.0 and job.state is JobState.FENCING
+        t += 2.0
+    assert t == 30.0  # 10 (last heartbeat) + 20
+    assert r.host_data(job).fence.confirmed_by == (
+        "agent self-fence deadline passed: cut off for 20.0 s (10 peer samples in a row)")
+
+
+def test_a_peer_contact_restarts_the_window_and_fails_the_level() -> None:
+    job = r.decide(new_job(levels=SELF_FENCE), CTX_SF, 12.0).job
+    (confirm,) = r.decide(job, CTX_SF, 12.0).intents
+    job = r.apply(job, _sample_result(confirm, 12.0), 12.0).job
+    (confirm,) = r.decide(job, CTX_SF, 14.0).intents
+    d = r.apply(job, _sample_result(confirm, 14.0, cannot_reach=1, reach=1), 14.0)
+    data = r.host_data(d.job)
+    assert d.job.state is JobState.FENCING and data.fence.level == 1  # on to manual
+    assert data.cut_off.since == 14.0 and not data.fence.confirmed_by
+    # the old rule: cut off now and past last_seen + 20 -> fenced; no longer
+    retry = replace(d.job, data=replace(data, fence=replace(data.fence, level=0)))
+    (confirm,) = r.decide(retry, CTX_SF, 31.0).intents
+    assert confirm.deadline == 34.0
+    d = r.apply(retry, _sample_result(confirm, 31.0), 31.0)
+    assert d.job.state is JobState.FENCING and d.wait_until == 33.0
+    assert r.host_data(d.job).cut_off.since == 31.0  # a gap since 14: restarted
+
+
+def test_too_few_answers_restart_the_window_and_sampling_goes_on_for_a_while() -> None:
+    """A peer that failed meanwhile cannot answer: no sign of contact, so
+    the window restarts but the level is sampled on (the lab's six-host
+    timeline: host2 cut off during host5's window); only after
+    INCONCLUSIVE_SAMPLING deadlines since the last contact does it fail."""
+    job = r.decide(new_job(levels=SELF_FENCE), CTX_SF, 12.0).job
+    (confirm,) = r.decide(job, CTX_SF, 12.0).intents
+    assert confirm.sample_until == 10.0 + r.INCONCLUSIVE_SAMPLING * 20.0
+    job = r.apply(job, _sample_result(confirm, 12.0), 12.0).job
+    (confirm,) = r.decide(job, CTX_SF, 14.0).intents
+    short = r.Result(confirm, False, "too few", retry_at=16.0,
+                     sample=Sample(14.0, 2, cannot_reach=1))
+    d = r.apply(job, short, 14.0)
+    data = r.host_data(d.job)
+    assert d.job.state is JobState.FENCING and data.fence.level == 0 and d.wait_until == 16.0
+    assert data.cut_off.since == 14.0 and data.cut_off.samples == 0  # restarted
+    t = 16.0
+    while r.host_data(d.job).fence.confirmed_by is None:  # cut off again: proven 20 s on
+        (confirm,) = r.decide(d.job, CTX_SF, t).intents
+        d = r.apply(d.job, _sample_result(confirm, t), t)
+        t += 2.0
+    assert d.job.state is JobState.FENCED and t - 2.0 == 34.0
+    # past sample_until a short sample fails the level like any unproven one
+    late = r.Result(confirm, False, "too few", retry_at=72.0,
+                    sample=Sample(70.0, 2, cannot_reach=1))
+    d = r.apply(job, late, 70.0)
+    assert r.host_data(d.job).fence.level == 1
+
+
+def test_a_job_row_without_a_window_reads_as_an_empty_one() -> None:
+    job = new_job(levels=SELF_FENCE)
+    raw = r.host_data(job).to_storage()
+    assert raw["cut_off"] == {"since": 10.0, "sampled_at": 10.0, "samples": 0}
+    del raw["cut_off"]
+    old = HostRecoveryData.from_storage(raw, "h1")
+    assert old.cut_off == CutOffWindow()
+    assert HostRecoveryData.from_storage(r.host_data(job).to_storage(), "h1") == r.host_data(job)

@@ -50,9 +50,33 @@ def test_notify_publishes_only_and_off_ignores() -> None:
     assert "http 500" in app.events[0].payload["reason"]
 
 
-def test_app_auto_resets_the_instance() -> None:
+def test_app_auto_runs_its_escalation_at_once_then_backs_off() -> None:
     r = instance_event(inst(app="auto"), "app_failed", [], 1, B)
-    assert r.restart_in == 10 and r.restart_kind == "reset"
+    assert r.restart_in == 0 and r.steps == ("reset",) and r.layer == "app"
+    steps = ["exec:/etc/init.d/app restart", "reboot", "reset"]
+    r = instance_event(inst(app="auto", app_actions=steps), "app_failed", [], 1, B)
+    assert r.steps == tuple(steps) and r.restart_kind == steps[0]
+    again = instance_event(inst(app="auto"), "app_failed", [0.5], 1, B)
+    assert again.restart_in == 10  # restarts already used: the backoff applies
+
+
+def test_unresponsive_guest_is_the_guest_layer() -> None:
+    r = instance_event(inst(guest="auto"), "guest_unresponsive", [], 1, B, detail="ping")
+    assert types(r) == ["instance.guest_unresponsive"] and r.steps == ("reset",)
+    assert r.state is None and r.layer == "guest"  # it still runs: hung
+    restart = instance_event(inst(watchdog_action="restart"), "guest_unresponsive", [], 1, B)
+    assert restart.steps == ("restart",)
+    notify = instance_event(inst(guest="notify"), "guest_unresponsive", [], 1, B)
+    assert types(notify) == ["instance.guest_unresponsive"] and notify.restart_in is None
+    assert instance_event(inst(guest="off"), "guest_unresponsive", [], 1, B).events == ()
+    custom = instance_event(inst(guest="custom"), "guest_unresponsive", [], 1, B)
+    assert custom.ask == "guest"
+
+
+def test_app_recovered_is_published_unless_the_layer_is_off() -> None:
+    r = instance_event(inst(app="notify"), "app_recovered", [], 1, B, detail="http ok")
+    assert types(r) == ["instance.app_recovered"] and r.cancel_restart
+    assert instance_event(inst(app="off"), "app_recovered", [], 1, B).events == ()
 
 
 def test_watchdog_actions() -> None:
@@ -64,7 +88,7 @@ def test_watchdog_actions() -> None:
     pause = instance_event(inst(watchdog_action="pause"), "watchdog", [], 1, B)
     assert pause.state is InstanceState.PAUSED
     restart = instance_event(inst(watchdog_action="restart"), "watchdog", [], 1, B)
-    assert restart.restart_in == 10 and restart.restart_kind == "restart"
+    assert restart.restart_in == 10 and restart.steps == ("restart",)
 
 
 def test_started_cancels_a_pending_restart() -> None:

@@ -25,8 +25,31 @@ def test_defaults_and_overrides() -> None:
     ({"fence_timeout_s": -1}, "fence_timeout_s"),
     ({"default_fence_levels": ["telnet"]}, "default_fence_levels"),
     ({"default_fence_levels": []}, "default_fence_levels"),
+    ({"evacuation_target": "nova"}, "evacuation_target"),
+    ({"evacuation_target": 1}, "evacuation_target"),
 ])
 def test_bad_values_name_the_key(data: dict[str, object], key: str) -> None:
     with pytest.raises(ValidationError) as err:
         ControllerSettings.from_mapping(data)
     assert err.value.field == key
+
+
+def test_the_cloud_scheduler_needs_a_cloud_that_has_one() -> None:
+    """`evacuation_target = "scheduler"` on a cloud without a scheduler of
+    its own (libvirt, the fake) stops the engine at construction."""
+    from engine_harness import World
+
+    from vmha.domain.errors import ConfigError
+
+    w = World(settings=ControllerSettings.from_mapping({"evacuation_target": "scheduler"}))
+    with pytest.raises(ConfigError, match="no scheduler of its own"):
+        w.start()
+
+
+def test_openstack_target_becomes_the_engines_evacuation_target() -> None:
+    from vmha.config import Settings, controller_settings
+
+    on_nova = Settings.model_validate({"cloud": {"adapter": "openstack"},
+                                       "openstack": {"cloud": "c", "target": "scheduler"}})
+    assert controller_settings(on_nova).evacuation_target == "scheduler"
+    assert controller_settings(Settings()).evacuation_target == "planner"

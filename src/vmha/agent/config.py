@@ -11,7 +11,7 @@ Nothing here opens sockets or starts anything.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
@@ -31,6 +31,12 @@ def _split_hostport(value: str, default_port: int | None) -> tuple[str, int]:
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"{value!r} is not HOST:PORT (for example 198.18.0.1:8791)")
     return host, int(port)
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")) or len(value) <= len("https://"):
+        raise ValueError(f"{value!r} is not an http(s) URL (for example http://198.18.0.1:8790)")
+    return value
 
 
 class _Section(BaseModel):
@@ -56,10 +62,27 @@ class _Secret(_Section):
 
 
 class ControllerConfig(_Secret):
+    """Where the controllers are. `heartbeat`: every controller's UDP
+    address (each heartbeat goes to all). `url`: the REST API for
+    registration and event reports, one URL or a list of every
+    controller's (tried in turn: one that does not answer, or answers
+    503, hands the call to the next). A list given as `url` is kept as its
+    first entry in `url` and the rest in `url_alternates`."""
+
     heartbeat: tuple[str, ...] = Field(min_length=1)  # host:port, UDP
-    url: str = ""  # the controller's REST API, for registration
+    url: str = ""
+    url_alternates: tuple[str, ...] = ()
     token: SecretStr | None = None
     token_file: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _url_list(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("url"), list | tuple):
+            urls = list(data["url"])
+            data = {**data, "url": urls[0] if urls else "",
+                    "url_alternates": tuple(urls[1:])}
+        return data
 
     @field_validator("heartbeat")
     @classmethod
@@ -67,6 +90,20 @@ class ControllerConfig(_Secret):
         for item in value:
             _split_hostport(item, DEFAULT_HEARTBEAT_PORT)
         return value
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _http_url(value) if value else value
+
+    @field_validator("url_alternates")
+    @classmethod
+    def _urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_http_url(u) for u in value)
+
+    def api_urls(self) -> tuple[str, ...]:
+        """Every controller API URL, in the order they are tried."""
+        return tuple(u for u in (self.url, *self.url_alternates) if u)
 
     def addresses(self) -> list[tuple[str, int]]:
         return [_split_hostport(a, DEFAULT_HEARTBEAT_PORT) for a in self.heartbeat]
@@ -141,6 +178,13 @@ class HypervisorConfig(_Section):
         return value
 
 
+class ProbesConfig(_Section):
+    """Application probes and guest-agent pings (need a hypervisor and controller.url)."""
+
+    enabled: bool = True
+    refresh_s: float = Field(default=5.0, gt=0, le=300)  # probe document from the controller
+
+
 class CapacityConfig(_Section):
     vcpus: int = Field(default=0, ge=0)
     ram_mb: int = Field(default=0, ge=0)
@@ -166,6 +210,7 @@ class AgentConfig(_Secret):
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
     capacity: CapacityConfig = Field(default_factory=CapacityConfig)
     hypervisor: HypervisorConfig = Field(default_factory=HypervisorConfig)
+    probes: ProbesConfig = Field(default_factory=ProbesConfig)
 
     @field_validator("peers")
     @classmethod

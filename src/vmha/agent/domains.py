@@ -16,6 +16,9 @@ from vmha.errors import ValidationError
 
 STATES = ("running", "paused", "shutoff", "crashed", "pmsuspended", "absent")
 ACTIONS = ("start", "destroy", "reset", "reboot", "shutdown", "undefine", "inject-nmi")
+#: Event kinds of the prober (state changes of probes and guest-agent pings).
+PROBE_KINDS = frozenset({"app_failed", "app_recovered", "guest_unresponsive",
+                         "guest_responsive"})
 
 
 @dataclass(frozen=True)
@@ -33,10 +36,12 @@ class DomainView:
 class DomainEvent:
     uuid: str
     name: str
-    kind: str  # started stopped crashed watchdog paused resumed rebooted agent_*
+    kind: str  # started stopped crashed watchdog paused resumed rebooted agent_* app_* guest_*
     detail: str
     requested: bool  # asked through this agent's API within REQUEST_WINDOW_S
     time: float  # unix time
+    probe: str = ""  # app_* and guest_*: the check behind the change
+    count: int = 0  # its failures (or successes) in a row
 
 
 def absent(uuid: str) -> DomainView:

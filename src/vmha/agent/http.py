@@ -2,6 +2,7 @@
 connection), for the controller's confirmation step.
 
     GET  /v1/health                      -> the agent's view of itself
+    GET  /v1/metrics                     -> Prometheus text (vmha.agent.metrics)
     POST /v1/probe {"targets": ["host2"], "timeout_s": 1.0}
                                          -> {"host2": true}
     GET  /v1/domains                     -> {"domains": [DomainView...]}
@@ -10,6 +11,9 @@ connection), for the controller's confirmation step.
                                          -> DomainView after define (+ start)
     POST /v1/domains/{uuid}/actions {"action": "reset"}
                                          -> DomainView after the action
+    POST /v1/domains/{uuid}/exec {"command": ["/etc/init.d/app", "restart"],
+                                  "timeout_s": 30}
+                                         -> {"exitcode", "stdout", "stderr", ...}
 
 Every request needs `Authorization: Bearer <api.token>`. Errors are
 problem+json with a `detail` that names the field. Bodies above 256 KiB
@@ -23,20 +27,25 @@ import asyncio
 import hmac
 import json
 import logging
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from vmha.agent import metrics as agent_metrics
 from vmha.agent.domains import ACTIONS, canonical_uuid, parse_domain_xml
 from vmha.agent.runtime import Agent
 from vmha.errors import VmhaError
 
 if TYPE_CHECKING:  # libvirt-python is optional: only with [hypervisor] uri
+    from vmha.agent.guestagent import GuestAgent
     from vmha.agent.hypervisor import LibvirtHypervisor
+    from vmha.agent.prober import Prober
 
 log = logging.getLogger(__name__)
 
 BODY_MAX = 256 * 1024  # domain XML
 READ_TIMEOUT_S = 5.0
 DOMAIN_TIMEOUT_S = 120.0  # a destroy waits for QEMU to die; a first start probes QEMU
+EXEC_TIMEOUT_S, EXEC_TIMEOUT_MAX_S = 30.0, 110.0  # within DOMAIN_TIMEOUT_S
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
             405: "Method Not Allowed", 409: "Conflict", 413: "Payload Too Large",
             422: "Unprocessable Entity", 500: "Internal Server Error",
@@ -52,9 +61,14 @@ class HttpError(Exception):
 
 class AgentApi:
     def __init__(self, agent: Agent, token: str,
-                 hypervisor: LibvirtHypervisor | None = None) -> None:
+                 hypervisor: LibvirtHypervisor | None = None,
+                 report_counts: Callable[[], Mapping[str, int]] | None = None,
+                 guest_agent: GuestAgent | None = None, prober: Prober | None = None) -> None:
         self._agent = agent
         self._hv = hypervisor
+        self._report_counts = report_counts  # the event reporter's counters, if any
+        self._ga = guest_agent
+        self._prober = prober
         self._auth = f"Bearer {token}".encode()
         self._server: asyncio.Server | None = None
 
@@ -77,8 +91,11 @@ class AgentApi:
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, ValueError):
             writer.close()
             return
-        body = json.dumps(payload).encode()
-        ctype = "application/json" if status == 200 else "application/problem+json"
+        if isinstance(payload, str):  # /v1/metrics: Prometheus text
+            body, ctype = payload.encode(), "text/plain; version=0.0.4; charset=utf-8"
+        else:
+            body = json.dumps(payload).encode()
+            ctype = "application/json" if status == 200 else "application/problem+json"
         head = (f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {ctype}\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
         try:
@@ -95,7 +112,8 @@ class AgentApi:
         if path == "/v1/health":
             if method != "GET":
                 raise HttpError(405, f"{method} is not allowed on {path}; use GET")
-            return 200, {**self._agent.health(), "hypervisor": await self._hv_health()}
+            return 200, {**self._agent.health(), "hypervisor": await self._hv_health(),
+                         "probes": None if self._prober is None else self._prober.health()}
         if path == "/v1/domains" or path.startswith("/v1/domains/"):
             try:
                 return await asyncio.wait_for(self._domains(method, path, body),
@@ -104,11 +122,16 @@ class AgentApi:
                 raise HttpError(503, f"libvirt did not finish {method} {path} within "
                                      f"{DOMAIN_TIMEOUT_S:.0f} s; check the domain's state "
                                      "and retry") from None
+        if path == "/v1/metrics":
+            if method != "GET":
+                raise HttpError(405, f"{method} is not allowed on {path}; use GET")
+            return 200, self._metrics()
         if path == "/v1/probe":
             if method != "POST":
                 raise HttpError(405, f"{method} is not allowed on {path}; use POST")
             return 200, await self._probe(body)
-        raise HttpError(404, f"no such path {path!r}; try /v1/health, /v1/probe or /v1/domains")
+        raise HttpError(404, f"no such path {path!r}; try /v1/health, /v1/metrics, /v1/probe "
+                             "or /v1/domains")
 
     async def _read_request(self, reader: asyncio.StreamReader) -> tuple[str, str, bytes]:
         method, path, headers = await self._read_head(reader)
@@ -155,6 +178,13 @@ class AgentApi:
         results = await asyncio.gather(*(self._agent.probe(t, timeout_s) for t in targets))
         return dict(zip(targets, results, strict=True))
 
+    def _metrics(self) -> str:
+        counts = dict(self._agent.metrics)
+        if self._report_counts is not None:
+            counts.update(self._report_counts())
+        return agent_metrics.render(self._agent.ident.host, counts, self._agent.health(),
+                                    self._agent.watchdog_armed)
+
     # -- domains (libvirt) ----------------------------------------------------
     async def _hv_health(self) -> dict[str, Any] | None:
         if self._hv is None:
@@ -190,9 +220,25 @@ class AgentApi:
             if action not in ACTIONS:
                 raise HttpError(422, f"action: must be one of {', '.join(ACTIONS)}")
             return 200, (await hv.act(uuid, action)).to_json()
-        if len(parts) == 1 or parts[1:] == ["actions"]:
+        if parts[1:] == ["exec"] and method == "POST":
+            return 200, await self._exec(uuid, _json_object(body))
+        if len(parts) == 1 or parts[1:] in (["actions"], ["exec"]):
             raise HttpError(405, f"{method} is not allowed on {path}")
         raise HttpError(404, f"no such path {path!r}; try /v1/domains/{{uuid}}/actions")
+
+    async def _exec(self, uuid: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Run a command in the guest through its guest agent; the result."""
+        command, timeout_s = data.get("command"), data.get("timeout_s", EXEC_TIMEOUT_S)
+        if not isinstance(command, list) or not command or not all(
+                isinstance(a, str) and a for a in command):
+            raise HttpError(422, "command: must be a non-empty list of arguments "
+                                 '(["/etc/init.d/app", "restart"])')
+        if not isinstance(timeout_s, int | float) or not 0 < timeout_s <= EXEC_TIMEOUT_MAX_S:
+            raise HttpError(422, f"timeout_s: must be a number in (0, {EXEC_TIMEOUT_MAX_S}]")
+        assert self._ga is not None  # present whenever a hypervisor is
+        result = await self._ga.run(uuid, command, float(timeout_s))
+        log.info("domain %s: ran %s in the guest: %s", uuid, command[0], result.describe())
+        return result.to_json()
 
     @staticmethod
     async def _define(hv: LibvirtHypervisor, uuid: str, data: dict[str, Any]) -> Any:

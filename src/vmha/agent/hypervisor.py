@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,7 @@ from vmha.agent.domains import (
     parse_domain_xml,
 )
 from vmha.agent.libvirt_loop import bind_event_loop
+from vmha.domain import backoff
 from vmha.errors import Conflict, NotFound, TemporaryError, ValidationError, VmhaError
 
 __all__ = ["DomainEvent", "DomainView", "LibvirtHypervisor", "translate"]
@@ -47,6 +49,7 @@ T = TypeVar("T")
 
 REQUEST_WINDOW_S = 30.0
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.5, 30.0
+RECONNECT_JITTER = 0.2  # +-20 % (vmha.domain.backoff, the one formula)
 EMBED_QEMU_CONF = (
     "# Written by the vmha agent for its embedded libvirt root.\n"
     'stdio_handler = "file"\n'
@@ -213,13 +216,15 @@ class LibvirtHypervisor:
         self._reconnect = asyncio.get_running_loop().create_task(self._reconnect_loop())
 
     async def _reconnect_loop(self) -> None:
-        delay = RECONNECT_MIN_S
+        failures = 0
+        delay = _reconnect_delay(failures)
         while not self._closing and self._conn is None:
             await asyncio.sleep(delay)
             try:
                 await self._connect()
             except TemporaryError as exc:
-                delay = min(delay * 2, RECONNECT_MAX_S)
+                failures += 1
+                delay = _reconnect_delay(failures)
                 log.warning("hypervisor %s: %s; retrying in %.1f s", self.uri, exc.detail, delay)
 
     async def close(self) -> None:
@@ -254,6 +259,10 @@ class LibvirtHypervisor:
                 self._conn = None
                 self._schedule_reconnect()
             raise err from exc
+
+    async def lookup(self, uuid: str) -> libvirt.virDomain | None:
+        """The libvirt domain of `uuid`, None when it does not exist."""
+        return await self._lookup(canonical_uuid(uuid))
 
     async def _lookup(self, uuid: str) -> libvirt.virDomain | None:
         conn = self._need()
@@ -335,10 +344,17 @@ class LibvirtHypervisor:
         return await self._act(uuid, "reset", do)
 
     async def reboot(self, uuid: str) -> DomainView:
-        """Ask the guest to reboot (ACPI); the domain must be running."""
+        """Ask the guest to reboot: through its guest agent (guest-shutdown
+        mode reboot), else by ACPI; the domain must be running."""
         async def do(dom: libvirt.virDomain, view: DomainView) -> None:
             self._running_or_conflict(view, "reboot")
-            await self._call(f"rebooting domain {view.uuid}", dom.reboot, 0)
+            what = f"rebooting domain {view.uuid}"
+            try:
+                await self._call(what, dom.reboot, libvirt.VIR_DOMAIN_REBOOT_GUEST_AGENT)
+            except VmhaError as exc:
+                log.info("domain %s: guest agent reboot failed (%s); trying ACPI", view.name,
+                         exc.detail)
+                await self._call(what, dom.reboot, libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN)
         return await self._act(uuid, "reboot", do)
 
     async def inject_nmi(self, uuid: str) -> DomainView:
@@ -459,3 +475,9 @@ def _list_views(conn: libvirt.virConnect) -> list[DomainView]:
             raise
         views.append(view_of(dom.UUIDString(), dom.name(), state, reason))
     return sorted(views, key=lambda v: v.name)
+
+
+def _reconnect_delay(failures: int) -> float:
+    """The wait before the next connection attempt after `failures` failed ones."""
+    return backoff.delay_s(failures, RECONNECT_MIN_S, RECONNECT_MAX_S, RECONNECT_JITTER,
+                           random.random())

@@ -6,7 +6,9 @@ clock, no I/O here), so unit tests replay any timeline.
 Contact: a signed ack from any controller, or signed probe replies from a
 majority of the segment counting this host itself (2 * (reachable + 1) >
 peers + 1; with no peers only a controller counts). A contact lasts
-`window_s` (default 3 heartbeat intervals). Isolation starts when the last
+`window_s` (default 3 heartbeat intervals). The rule is
+`vmha.domain.isolation.contact_until`, the one the controller checks its
+peer samples against before it trusts this agent's self-fence. Isolation starts when the last
 contact expires; after `timeout_s` of isolation the configured action is
 due once:
 
@@ -21,6 +23,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from vmha.domain.isolation import contact_until
 
 ACTIONS = ("stop-vms", "reboot", "none")
 
@@ -82,13 +86,8 @@ class IsolationMonitor:
 
     def contact_until(self) -> float:
         """When the current contact (controller or peer majority) expires."""
-        until = self._controller_at + self._window
-        if self._peers:
-            need = (len(self._peers) + 1) // 2  # peers needed besides this host (>= 1)
-            times = sorted(self._peer_at.values(), reverse=True)
-            if len(times) >= need:
-                until = max(until, times[need - 1] + self._window)
-        return until
+        return contact_until(self._controller_at, self._peer_at.values(), len(self._peers),
+                             self._window)
 
     def evaluate(self, now: float) -> Verdict:
         isolated_for = max(0.0, now - self.contact_until())

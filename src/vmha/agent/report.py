@@ -30,14 +30,17 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import ssl
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from vmha.agent.domains import DomainEvent, DomainView
+from vmha.domain import backoff
 from vmha.errors import VmhaError
 
 log = logging.getLogger(__name__)
@@ -45,21 +48,37 @@ log = logging.getLogger(__name__)
 QUEUE_MAX = 1000
 BATCH_MAX = 200
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.2, 10.0
+# +-20 %: thousands of agents that lost the controller together do not all
+# come back in the same instant (vmha.domain.backoff, the one formula)
+BACKOFF_JITTER = 0.2
 CONNECT_TIMEOUT_S, REQUEST_TIMEOUT_S = 1.0, 3.0
 Inventory = Callable[[], Awaitable[list[DomainView]]]
 
 
 def event_json(event: DomainEvent) -> dict[str, Any]:
-    return {"instance": event.uuid, "name": event.name, "kind": event.kind,
-            "detail": event.detail, "requested": event.requested, "time": event.time}
+    data: dict[str, Any] = {"instance": event.uuid, "name": event.name, "kind": event.kind,
+                            "detail": event.detail, "requested": event.requested,
+                            "time": event.time}
+    if event.probe:
+        data.update(probe=event.probe, count=event.count)
+    return data
 
 
 class ControllerDown(Exception):
     """The controller did not take a request; retry later."""
 
 
-class _Client:
-    """One kept-alive HTTP/1.1 connection to the controller (JSON in, status out)."""
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes
+    headers: Mapping[str, str]  # names in lower case
+
+
+class Client:
+    """One kept-alive HTTP/1.1 connection to the controller (JSON in, status out).
+
+    Also used by `vmha.agent.probesync` (a connection of its own)."""
 
     def __init__(self, url: str, token: str | None) -> None:
         parts = urlsplit(url)
@@ -73,12 +92,13 @@ class _Client:
         self._head = f"Host: {parts.netloc}\r\n{auth}Content-Type: application/json\r\n"
         self._conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
-    async def request(self, method: str, path: str, body: Any) -> tuple[int, bytes]:
+    async def request(self, method: str, path: str, body: Any = None,
+                      headers: Mapping[str, str] | None = None) -> Answer:
         """Send; retried once on a fresh connection when a kept-alive one was stale."""
         for fresh in (self._conn is None, True):
             try:
                 async with asyncio.timeout(REQUEST_TIMEOUT_S):
-                    return await self._exchange(method, path, body)
+                    return await self._exchange(method, path, body, headers or {})
             except (OSError, EOFError, ValueError, asyncio.IncompleteReadError,
                     TimeoutError) as exc:
                 self.close()
@@ -86,14 +106,16 @@ class _Client:
                     raise ControllerDown(f"{method} {path}: {exc!r}") from exc
         raise AssertionError("unreachable")
 
-    async def _exchange(self, method: str, path: str, body: Any) -> tuple[int, bytes]:
+    async def _exchange(self, method: str, path: str, body: Any,
+                        extra: Mapping[str, str]) -> Answer:
         if self._conn is None:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 self._conn = await asyncio.open_connection(self._host, self._port,
                                                            ssl=self._ssl)
         reader, writer = self._conn
-        data = json.dumps(body).encode()
-        writer.write(f"{method} {self._prefix}{path} HTTP/1.1\r\n{self._head}"
+        data = b"" if body is None else json.dumps(body).encode()
+        more = "".join(f"{k}: {v}\r\n" for k, v in extra.items())
+        writer.write(f"{method} {self._prefix}{path} HTTP/1.1\r\n{self._head}{more}"
                      f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
         await writer.drain()
         status_line = await reader.readline()
@@ -103,14 +125,14 @@ class _Client:
         headers: dict[str, str] = {}
         while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
             key, _, value = line.decode("latin-1").partition(":")
-            headers[key.strip().lower()] = value.strip().lower()
+            headers[key.strip().lower()] = value.strip()
         if "content-length" not in headers:  # chunked or until-close: not kept alive
             self.close()
-            return status, b""
+            return Answer(status, b"", headers)
         payload = await reader.readexactly(int(headers["content-length"]))
-        if headers.get("connection") == "close":
+        if headers.get("connection", "").lower() == "close":
             self.close()
-        return status, payload
+        return Answer(status, payload, headers)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -120,10 +142,14 @@ class _Client:
 
 
 class EventReporter:
-    def __init__(self, url: str, host: str, token: str | None, boot_id: str,
+    """`urls`: every controller's API (one URL, or several: a request that
+    fails on one goes to the next at once; after all failed, backoff)."""
+
+    def __init__(self, urls: str | Sequence[str], host: str, token: str | None, boot_id: str,
                  inventory: Inventory | None = None, inventory_interval_s: float = 30.0,
                  queue_max: int = QUEUE_MAX) -> None:
-        self._url = url.rstrip("/")
+        self._urls = [u.rstrip("/") for u in ([urls] if isinstance(urls, str) else urls)]
+        self._at = 0  # the controller in use
         self._base = f"/v1/agents/{host}"
         self._boot_id = boot_id
         self._inventory = inventory
@@ -134,7 +160,7 @@ class EventReporter:
         self._dropped = 0
         self._wake = asyncio.Event()
         self._inventory_due = inventory is not None
-        self._client = _Client(url, token)
+        self._clients = [Client(u, token) for u in self._urls]
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.metrics = dict.fromkeys(("events_sent", "events_dropped", "inventories_sent",
@@ -170,11 +196,12 @@ class EventReporter:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        self._client.close()
+        for client in self._clients:
+            client.close()
 
     # -- the sender ---------------------------------------------------------
     async def _run(self) -> None:
-        backoff, last_inventory = BACKOFF_MIN_S, time.monotonic()
+        failures, last_inventory = 0, time.monotonic()
         while not self._stopping:
             timeout = max(0.0, last_inventory + self._interval - time.monotonic())
             if not self._queue and not self._inventory_due:
@@ -188,18 +215,21 @@ class EventReporter:
                 sent_inventory = await self._flush()
             except ControllerDown as exc:
                 self.metrics["failures"] += 1
+                delay = backoff.delay_s(failures, BACKOFF_MIN_S, BACKOFF_MAX_S, BACKOFF_JITTER,
+                                        random.random())
                 log.warning("reporting to the controller at %s failed: %s; %d events wait, "
-                            "retrying in %.1f s", self._url, exc, len(self._queue), backoff)
-                await asyncio.sleep(backoff)
-                if backoff == BACKOFF_MIN_S:
+                            "retrying in %.1f s", " or ".join(self._urls), exc,
+                            len(self._queue), delay)
+                await asyncio.sleep(delay)
+                if failures == 0:
                     self._inventory_due = self._inventory is not None  # resend after recovery
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                failures += 1
                 continue
             except Exception:  # the top of a worker loop: log, keep going
                 log.exception("event reporter failed; retrying in %.1f s", BACKOFF_MAX_S)
                 await asyncio.sleep(BACKOFF_MAX_S)
                 continue
-            backoff = BACKOFF_MIN_S
+            failures = 0
             if sent_inventory:
                 last_inventory = time.monotonic()
 
@@ -233,8 +263,25 @@ class EventReporter:
         return True
 
     async def _send(self, method: str, path: str, body: dict[str, Any]) -> None:
-        url = self._url + self._base + path
-        status, payload = await self._client.request(method, self._base + path, body)
+        """To the controller in use; when it does not take it, to each other
+        one in turn (ControllerDown once all refused)."""
+        failed: ControllerDown | None = None
+        for _ in range(len(self._clients)):
+            try:
+                await self._send_to(self._at, method, path, body)
+                return
+            except ControllerDown as exc:
+                failed = exc
+                if len(self._clients) > 1:
+                    self._at = (self._at + 1) % len(self._clients)
+                    log.info("%s; trying the controller at %s", exc, self._urls[self._at])
+        assert failed is not None
+        raise failed
+
+    async def _send_to(self, at: int, method: str, path: str, body: dict[str, Any]) -> None:
+        url = self._urls[at] + self._base + path
+        answer = await self._clients[at].request(method, self._base + path, body)
+        status, payload = answer.status, answer.body
         if 200 <= status < 300:
             return
         if status in (400, 413, 422):  # will never be accepted: do not loop on it

@@ -99,7 +99,8 @@ class Agent(asyncio.DatagramProtocol):
         self._save_contact = save_contact
         self._saved_at = self.monitor.last_contact()
         self.metrics = dict.fromkeys(
-            ("heartbeats_sent", "acks", "probes_answered", "probe_replies", "rejected"), 0
+            ("heartbeats_sent", "send_errors", "acks", "probes_answered", "probe_replies",
+             "rejected"), 0
         )
 
     # -- UDP --------------------------------------------------------------
@@ -120,6 +121,7 @@ class Agent(asyncio.DatagramProtocol):
         self._transport = cast(asyncio.DatagramTransport, transport)
 
     def error_received(self, exc: Exception) -> None:
+        self.metrics["send_errors"] += 1
         log.debug("udp error: %s", exc)  # e.g. unreachable while the link is down
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
@@ -256,6 +258,11 @@ class Agent(asyncio.DatagramProtocol):
             "isolated_for_s": round(self.last_verdict.isolated_for, 3),
             "self_fencing": self.monitor.self_fencing, "metrics": dict(self.metrics),
         }
+
+    @property
+    def watchdog_armed(self) -> bool:
+        """A real watchdog is fed (not backend none) and not given up on."""
+        return self.cfg.watchdog.backend != "none" and not self.monitor.self_fencing
 
     def close_watchdog(self) -> None:
         """Disarm on a clean stop, but never while self-fencing."""

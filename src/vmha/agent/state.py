@@ -32,18 +32,34 @@ class AgentState:
     last_contact: float = 0.0  # Clock time of the last controller/peer contact
 
 
-def load_state(state_dir: Path) -> AgentState:
+def load_json(state_dir: Path, name: str) -> object | None:
+    """A JSON file of the state directory; None when missing or damaged."""
     try:
-        data = json.loads((state_dir / FILE_NAME).read_text())
-        return AgentState(**{k: data[k] for k in AgentState.__dataclass_fields__ if k in data})
-    except (OSError, ValueError, TypeError):
+        loaded: object = json.loads((state_dir / name).read_text())
+    except (OSError, ValueError):
+        return None
+    return loaded
+
+
+def save_json(state_dir: Path, name: str, data: object) -> None:
+    """Write atomically (temporary file + rename), mode 0600."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    tmp = state_dir / f".{name}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh)
+    os.replace(tmp, state_dir / name)
+
+
+def load_state(state_dir: Path) -> AgentState:
+    data = load_json(state_dir, FILE_NAME)
+    if not isinstance(data, dict):
         return AgentState()  # missing or damaged: start afresh
+    try:
+        return AgentState(**{k: data[k] for k in AgentState.__dataclass_fields__ if k in data})
+    except TypeError:
+        return AgentState()
 
 
 def save_state(state_dir: Path, state: AgentState) -> None:
-    state_dir.mkdir(parents=True, exist_ok=True)
-    tmp = state_dir / f".{FILE_NAME}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(asdict(state), fh)
-    os.replace(tmp, state_dir / FILE_NAME)
+    save_json(state_dir, FILE_NAME, asdict(state))

@@ -13,12 +13,14 @@ from __future__ import annotations
 from fastapi import Depends, FastAPI
 
 from vmha import __version__
-from vmha.api import problems
+from vmha.api import openapi, problems
 from vmha.api.auth import TokenTable
 from vmha.api.context import AppContext, no_nul_characters
+from vmha.api.limits import RequestLimits
 from vmha.api.routes import (
     actions,
     agents,
+    controller,
     decisions,
     events,
     health,
@@ -28,9 +30,11 @@ from vmha.api.routes import (
     segments,
     stream,
     subscriptions,
+    whatif,
 )
 from vmha.config import Settings
 from vmha.ports import Clock, IdGen, Store
+from vmha.redact import redact_access_log
 
 DESCRIPTION = """\
 REST API of the vmha controller: segments, hosts, instances, HA policies,
@@ -55,9 +59,13 @@ def create_app(settings: Settings, store: Store, clock: Clock, ids: IdGen) -> Fa
         tokens=TokenTable.from_settings(settings),
     )
     problems.install(app)
+    redact_access_log()  # the deprecated decision route carries a token in its path
+    app.add_middleware(RequestLimits)  # token and body size checked before any parsing
     # stream before events: /v1/events/stream is not an event id
     modules = (health, segments, hosts, instances, policies, stream, events, agents,
                subscriptions)
-    for module in (*modules, actions, decisions):
+    for module in (*modules, actions, decisions, whatif, controller):
         app.include_router(module.router)
+    app.include_router(controller.group_router)
+    openapi.install(app, settings)  # errors and limits as the server applies them
     return app

@@ -17,12 +17,13 @@ Role matrix (also in docs/api.md):
 | hosts:write         |  yes  |   no     |  no    |  no               |
 | hosts:maintenance   |  yes  |   yes    |  no    |  no               |
 | hosts:fence         |  yes  |   yes    |  no    |  no               |
+| segments:resume     |  yes  |   yes    |  no    |  no               |
 | instances:read      |  yes  |   yes    |  yes   |  own project only |
 | instances:write     |  yes  |   yes    |  no    |  own project only |
 | policies:read       |  yes  |   yes    |  yes   |  yes              |
 | policies:write      |  yes  |   no     |  no    |  no               |
 | events:read         |  yes  |   yes    |  yes   |  own project only |
-| jobs:read           |  yes  |   yes    |  yes   |  no               |
+| jobs:read           |  yes  |   yes    |  yes   |  own project only |
 | agents:register     |  yes  |   no     |  no    |  no               |
 | subscriptions:read  |  yes  |   yes    |  no    |  own project only |
 | subscriptions:write |  yes  |   yes    |  no    |  own project only |
@@ -30,9 +31,10 @@ Role matrix (also in docs/api.md):
 A fifth role, `agent`, holds only `agents:register` (for `vmha agent`).
 
 "own project only" is enforced by the routes (they read
-`Principal.project`): a project token's instance list and event feed are
-filtered server-side, naming another project is 403, and another project's
-instance is 404 (its existence is not revealed).
+`Principal.project`): a project token's instance list, event feed and job
+list are filtered server-side, naming another project is 403, and another
+project's instance or job (or a host-recovery job) is 404 (its existence is
+not revealed).
 
 Tokens are compared in constant time against every configured token (no
 early exit), through SHA-256 digests so that lengths leak nothing either.
@@ -57,6 +59,7 @@ from vmha.errors import PermissionDenied, Unauthenticated
 class Permission(str, enum.Enum):
     SEGMENTS_READ = "segments:read"
     SEGMENTS_WRITE = "segments:write"
+    SEGMENTS_RESUME = "segments:resume"  # resume a segment the mass-failure guard paused
     HOSTS_READ = "hosts:read"
     HOSTS_WRITE = "hosts:write"
     HOSTS_MAINTENANCE = "hosts:maintenance"
@@ -71,20 +74,21 @@ class Permission(str, enum.Enum):
     AGENTS_REPORT = "agents:report"  # domain events and inventory from host agents
     SUBSCRIPTIONS_READ = "subscriptions:read"
     SUBSCRIPTIONS_WRITE = "subscriptions:write"
+    METRICS_READ = "metrics:read"  # GET /metrics (Prometheus)
 
 
 P = Permission
 _READ = frozenset(
     {P.SEGMENTS_READ, P.HOSTS_READ, P.INSTANCES_READ, P.POLICIES_READ, P.EVENTS_READ,
-     P.JOBS_READ}
+     P.JOBS_READ, P.METRICS_READ}
 )
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "admin": frozenset(Permission),
-    "operator": _READ | {P.HOSTS_MAINTENANCE, P.HOSTS_FENCE, P.INSTANCES_WRITE,
-                         P.SUBSCRIPTIONS_READ, P.SUBSCRIPTIONS_WRITE},
+    "operator": _READ | {P.HOSTS_MAINTENANCE, P.HOSTS_FENCE, P.SEGMENTS_RESUME,
+                         P.INSTANCES_WRITE, P.SUBSCRIPTIONS_READ, P.SUBSCRIPTIONS_WRITE},
     "viewer": _READ,
     "project": frozenset({P.INSTANCES_READ, P.INSTANCES_WRITE, P.POLICIES_READ, P.EVENTS_READ,
-                          P.SUBSCRIPTIONS_READ, P.SUBSCRIPTIONS_WRITE}),
+                          P.JOBS_READ, P.SUBSCRIPTIONS_READ, P.SUBSCRIPTIONS_WRITE}),
     "agent": frozenset({P.AGENTS_REGISTER, P.AGENTS_REPORT}),
 }
 
@@ -142,20 +146,34 @@ def _digest(value: str) -> bytes:
 _bearer = HTTPBearer(auto_error=False, description="A token from `api.tokens` in vmha.toml.")
 
 
-def authenticate(
-    request: Request,
-    credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
-) -> Principal:
-    if credentials is None:
+PRINCIPAL_STATE = "vmha_principal"  # request state key set by vmha.api.limits
+
+
+def principal_of(table: TokenTable, authorization: str | None) -> Principal:
+    """The caller named by an `Authorization` header, or Unauthenticated."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated(
             "missing bearer token; send 'Authorization: Bearer <token>' "
             "(the CLI reads --token or VMHA_TOKEN)"
         )
-    table: TokenTable = request.app.state.vmha.tokens
-    principal = table.lookup(credentials.credentials)
+    principal = table.lookup(token.strip())
     if principal is None:
         raise Unauthenticated("the bearer token is not valid; check --token or VMHA_TOKEN")
     return principal
+
+
+def authenticate(
+    request: Request,
+    _credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),  # for OpenAPI
+) -> Principal:
+    """The caller; RequestLimits already checked the token of every /v1
+    request before its body was read, and left the answer here."""
+    known: Principal | None = getattr(request.state, PRINCIPAL_STATE, None)
+    if known is not None:
+        return known
+    table: TokenTable = request.app.state.vmha.tokens
+    return principal_of(table, request.headers.get("authorization"))
 
 
 def authorize(permission: Permission) -> Callable[..., Principal]:

@@ -9,16 +9,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any
 
 from fastapi import Request
 
 from vmha.adapters.fencing.secrets import SecretBox
 from vmha.api.auth import TokenTable
 from vmha.config import Settings
-from vmha.domain.model import Job
-from vmha.errors import NotFound, ValidationError
-from vmha.ports import Clock, IdGen, Store
+from vmha.controller.inbox import NOT_RUNNING, Inbox
+from vmha.domain.commands import Command
+from vmha.errors import NotFound, TemporaryError, ValidationError
+from vmha.ports import Bus, Clock, IdGen, Store
 
 
 @dataclass(frozen=True)
@@ -29,52 +30,6 @@ class Liveness:
     phi: float
 
 
-class HostOperations(Protocol):
-    """What the running controller offers operators (vmha.cli.service)."""
-
-    async def power_status(self, host: str) -> dict[str, str]:
-        """Each configured power method's reading: "on", "off" or "error: …"."""
-        ...
-
-    async def fence_ack(self, host: str, who: str, force: bool = False) -> None: ...
-
-    async def fence_host(self, host: str, who: str, method: str | None) -> Job:
-        """Start an operator's fence of `host` (its recovery job)."""
-        ...
-
-    async def set_scheduling(self, host: str, enabled: bool, who: str, reason: str) -> None:
-        """Let `host` receive instances (enable) or not (disable)."""
-        ...
-
-
-@dataclass(frozen=True)
-class DomainReport:
-    """One domain event an agent reported (see docs/agent.md)."""
-
-    domain: str  # the libvirt UUID
-    name: str
-    kind: str  # started, stopped, crashed, watchdog, paused, resumed, rebooted, agent_*
-    detail: str = ""
-    requested: bool = False  # the stop/reset was asked through the agent's API
-    time: float = 0.0
-
-
-class AgentInbox(Protocol):
-    """Where the running controller takes what host agents report."""
-
-    async def domain_events(self, host: str, events: Sequence[DomainReport]) -> int:
-        """Handle the events in order; how many concerned known instances."""
-        ...
-
-    async def domain_inventory(self, host: str, domains: Sequence[Mapping[str, str]]) -> None: ...
-
-
-class InstanceLauncher(Protocol):
-    def launch(self, instance_id: str) -> None:
-        """Start defining and starting the instance (returns at once)."""
-        ...
-
-
 @dataclass
 class AppContext:
     settings: Settings
@@ -82,15 +37,32 @@ class AppContext:
     clock: Clock
     ids: IdGen
     tokens: TokenTable
-    # Set by the service once the engine runs; absent in a bare API app.
-    liveness: Callable[[], Mapping[str, Liveness]] | None = None
-    operations: HostOperations | None = None
+    # Set by the service when this process runs the engine; absent in a bare
+    # API app (whose engine requests then answer 503).
+    # one host's liveness, O(1) (a page of hosts asks once per host listed)
+    liveness: Callable[[str], Liveness | None] | None = None
     bmc_box: SecretBox | None = None  # encrypts stored BMC passwords; None: no key set
-    inbox: AgentInbox | None = None
-    launcher: InstanceLauncher | None = None  # set when a cloud adapter defines instances
+    inbox: Inbox | None = None  # the one door into controller state (vmha.controller.inbox)
+    bus: Bus | None = None  # news of this process's commits: wakes the SSE streams
+    defines_instances: bool = False  # the cloud adapter starts instances that have a spec
+    can_rebuild: bool = False  # the cloud adapter rebuilds instances (the `rebuild` step)
+    # the engine's load and heartbeat counters (vmha.controller.service.Service.controller_status)
+    controller_status: Callable[[], Mapping[str, Any]] | None = None
+    # agents registered through this API: (host, secret), so the heartbeat
+    # intake knows them at once instead of at its next store refresh
+    on_registered: Callable[[Sequence[tuple[str, str]]], None] | None = None
+    # the controllers' group and this one's part in it (GET /v1/controllers)
+    controllers: Callable[[], Mapping[str, Any]] | None = None
+
+    async def ask(self, command: Command) -> Any:
+        """Hand `command` to the running engine and return its answer; 503
+        (TemporaryError) when this process runs none."""
+        if self.inbox is None:
+            raise TemporaryError(NOT_RUNNING, 5.0)
+        return await self.inbox.ask(command)
 
     def liveness_of(self, host: str) -> Liveness | None:
-        return None if self.liveness is None else self.liveness().get(host)
+        return None if self.liveness is None else self.liveness(host)
 
 
 def context(request: Request) -> AppContext:
@@ -105,7 +77,8 @@ def no_nul_characters(request: Request) -> None:
         raise ValidationError("path", "must not contain NUL characters")
     for key, value in request.query_params.multi_items():
         if "\x00" in key or "\x00" in value:
-            raise ValidationError(f"query.{key}", "must not contain NUL characters")
+            shown = key.replace("\x00", "\\x00")  # never echo the NUL itself
+            raise ValidationError(f"query.{shown}", "must not contain NUL characters")
 
 
 @contextmanager

@@ -12,6 +12,7 @@ Called by `vmha.api.app.create_app`; holds no state.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -80,6 +81,11 @@ def _on_request_validation(request: Request, exc: Exception) -> JSONResponse:
 
 def _on_vmha_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, VmhaError)
+    return vmha_error_response(request, exc)
+
+
+def vmha_error_response(request: Request, exc: VmhaError) -> JSONResponse:
+    """The problem answer of a vmha error (also used by vmha.api.limits)."""
     headers: dict[str, str] = {}
     errors = None
     if isinstance(exc, ValidationError):
@@ -102,9 +108,23 @@ def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     detail = exc.detail if isinstance(exc.detail, str) else title
     if status == 404 and detail == "Not Found":
         detail = f"no such endpoint: {request.method} {request.url.path}; see /docs"
-    elif status == 405:
+    headers = exc.headers
+    if status == 405:
         detail = f"{request.method} is not allowed on {request.url.path}; see /docs"
-    return problem(request, status, title, detail, headers=exc.headers)
+        known = (headers or {}).get("Allow", "")
+        allowed = _documented_methods(request) | {m.strip() for m in known.split(",") if m}
+        headers = {**(headers or {}), "Allow": ", ".join(sorted(allowed))}
+    return problem(request, status, title, detail, headers=headers)
+
+
+def _documented_methods(request: Request) -> set[str]:
+    """Every method /openapi.json documents for this path (Starlette's own
+    Allow names only the first route that matched the path)."""
+    methods: set[str] = set()
+    for template, item in request.app.openapi().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\{[^/]+\}", "[^/]+", template), request.url.path):
+            methods |= {method.upper() for method in item}
+    return methods
 
 
 def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:

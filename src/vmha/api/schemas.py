@@ -13,12 +13,15 @@ Used by the routers in `vmha.api.routes`; no I/O here.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
 from vmha.domain.bmc import BmcRecord
 from vmha.domain.model import (
+    FENCE_METHODS,
+    NAME_MAX,
+    NAME_PATTERN,
     Capacity,
     Event,
     Host,
@@ -49,6 +52,7 @@ from vmha.errors import ValidationError
 from vmha.ports import NamedPolicy
 
 T = TypeVar("T")
+NAME: dict[str, Any] = {"max_length": NAME_MAX, "json_schema_extra": {"pattern": NAME_PATTERN}}
 INT_MAX = 2**31 - 1
 TEXT_MAX = 1024
 D = DEFAULT_POLICY
@@ -70,10 +74,25 @@ def _no_nul(value: Any) -> Any:
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # strict: JSON types as declared (no 0 for false, no "5" for 5), so the
+    # OpenAPI document and the server refuse the same bodies. Enum fields
+    # say strict=False: their JSON form is the text value.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
     # Text goes to the store; PostgreSQL cannot keep NUL characters.
     _text = field_validator("*", mode="after")(_no_nul)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _json_int(cls, value: Any, info: ValidationInfo) -> Any:
+        """JSON has one number type: 3.0 is the integer 3 (JSON Schema says
+        so too), so an integral float reaches an int field as an int.
+        Anything else meets the strict check unchanged (no "3", no true)."""
+        if isinstance(value, float) and value.is_integer() and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            if annotation is int or annotation == int | None:
+                return int(value)
+        return value
 
 
 class _Out(BaseModel):
@@ -94,27 +113,55 @@ class CapacityModel(_In):
 
 
 class ProbeModel(_In):
-    kind: ProbeKind
-    target: str = Field(max_length=TEXT_MAX, description="URL (http), port (tcp), command (exec)")
-    interval_s: float = 10.0
-    timeout_s: float = 2.0
-    failure_threshold: int = 3
+    kind: ProbeKind = Field(strict=False)
+    target: str = Field(max_length=TEXT_MAX, description="URL (http), PORT or HOST:PORT (tcp), "
+                        "command line run in the guest through its guest agent (exec)")
+    interval_s: float = Field(default=10.0, gt=0, le=3600)
+    timeout_s: float = Field(default=2.0, gt=0, le=3600, description="at most interval_s")
+    failure_threshold: int = Field(default=3, ge=1, le=100,
+                                   description="failures in a row: the application failed")
+    success_threshold: int = Field(default=1, ge=1, le=100,
+                                   description="successes in a row: it answers again")
+    initial_delay_s: float = Field(default=0.0, ge=0, le=3600, description="no failure "
+                                   "counted this long after the guest (re)boots")
+    expect: str = Field(default="", max_length=256,
+                        description="http: text the answer's body must contain")
+
+
+# An escalation step as vmha.domain.probes.AppStep.parse reads it (declared in
+# OpenAPI; the domain checks it with a clearer message): a step name, or exec:
+# and a command line without control characters, spaces around it ignored
+# (whether it splits into shell words the server checks: a schema cannot say).
+APP_STEP_PATTERN = (r"^\s*(reboot|reset|restart|rebuild|exec\s*:\s*[^\s\x00-\x1f\x7f]"
+                    r"([^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?)\s*$")
+APP_STEP = Annotated[str, Field(max_length=1024, json_schema_extra={"pattern": APP_STEP_PATTERN})]
 
 
 class PolicyModel(_In):
     """An HA policy. Omitted keys take the built-in defaults shown here."""
 
-    host: LayerMode = D.host
-    guest: LayerMode = D.guest
-    app: LayerMode = D.app
+    host: LayerMode = Field(default=D.host, strict=False)
+    guest: LayerMode = Field(default=D.guest, strict=False)
+    app: LayerMode = Field(default=D.app, strict=False)
     priority: int = Field(default=D.priority, ge=PRIORITY_MIN, le=PRIORITY_MAX)
-    max_restarts: int = D.max_restarts
-    window_s: float = D.window_s
+    max_restarts: int = Field(default=D.max_restarts, ge=0, le=1000)
+    window_s: float = Field(default=D.window_s, gt=0, le=604800)
     evacuate_to_stopped: bool = D.evacuate_to_stopped
-    watchdog_action: WatchdogAction = D.watchdog_action
+    watchdog_action: WatchdogAction = Field(default=D.watchdog_action, strict=False)
     probes: list[ProbeModel] = Field(default_factory=list)
-    custom_deadline_s: float = D.custom_deadline_s
-    custom_fallback: CustomFallback = D.custom_fallback
+    custom_deadline_s: float = Field(default=D.custom_deadline_s, gt=0, le=3600)
+    custom_fallback: CustomFallback = Field(default=D.custom_fallback, strict=False)
+    app_actions: list[APP_STEP] = Field(
+        default_factory=lambda: [str(s) for s in D.app_actions], min_length=1, max_length=8,
+        description="the application escalation, in order: exec:<command> (in the guest, "
+        "through its guest agent), reboot, reset, restart, rebuild (OpenStack: Nova "
+        "rebuilds the server from its current image)")
+    app_grace_s: float = Field(default=D.app_grace_s, gt=0, le=3600, description="how long "
+                               "the application may still fail after a step before the next")
+    guest_ping_s: float = Field(default=D.guest_ping_s, ge=0, le=3600,
+                                description="guest-agent ping interval (0: off; else >= 1)")
+    guest_ping_failures: int = Field(default=D.guest_ping_failures, ge=1, le=100,
+                                     description="pings missed in a row: unresponsive")
 
     def to_domain(self) -> HAPolicy:
         try:
@@ -140,7 +187,8 @@ class SpecModel(_In):
     health_url: str = Field(default="", max_length=1024,
                             description="answers 200 when the application is up")
     watchdog_s: int = Field(default=3, ge=1, le=60, description="guest watchdog heartbeat")
-    xml: str = Field(default="", max_length=XML_MAX, description="a whole libvirt domain")
+    xml: str = Field(default="", max_length=XML_MAX, description="a whole libvirt domain",
+                     json_schema_extra={"pattern": r"^(|[^\x00]*<domain[^\x00]*)$"})
 
     def to_domain(self) -> InstanceSpec:
         try:
@@ -158,12 +206,13 @@ class SpecModel(_In):
 
 
 class SegmentCreate(_In):
-    name: str = Field(max_length=64)
-    recovery_method: RecoveryMethod = RecoveryMethod.AUTO
+    name: str = Field(**NAME)
+    recovery_method: RecoveryMethod = Field(default=RecoveryMethod.AUTO, strict=False)
     enabled: bool = True
     mass_failure_threshold: float = Field(default=0.5, gt=0, le=1)
     description: str = Field(default="", max_length=TEXT_MAX)
-    default_policy: str | None = Field(default=None, description="name of a stored policy")
+    default_policy: str | None = Field(default=None, **NAME,
+                                       description="name of a stored policy")
     hold_recovered_hosts: bool = False
 
     def to_domain(self) -> Segment:
@@ -171,11 +220,11 @@ class SegmentCreate(_In):
 
 
 class SegmentUpdate(_In):
-    recovery_method: RecoveryMethod = unset()
+    recovery_method: RecoveryMethod = unset(strict=False)
     enabled: bool = unset()
     mass_failure_threshold: float = unset(gt=0, le=1)
     description: str = unset(max_length=TEXT_MAX)
-    default_policy: str | None = None
+    default_policy: str | None = Field(default=None, **NAME)
     hold_recovered_hosts: bool = unset()
 
     def apply(self, segment: Segment) -> Segment:
@@ -190,24 +239,30 @@ class SegmentOut(_Out):
     description: str
     default_policy: str | None
     hold_recovered_hosts: bool
+    recovery_paused: bool = Field(
+        default=False, description="the mass-failure guard paused automatic fencing and "
+        "recovery in this segment (an operator may resume it)")
+    paused_reason: str = Field(default="", description="why, while paused")
 
     @classmethod
-    def of(cls, s: Segment) -> SegmentOut:
+    def of(cls, s: Segment, paused_reason: str | None = None) -> SegmentOut:
         return cls(
             name=s.name, recovery_method=s.recovery_method, enabled=s.enabled,
             mass_failure_threshold=s.mass_failure_threshold, description=s.description,
             default_policy=s.default_policy, hold_recovered_hosts=s.hold_recovered_hosts,
+            recovery_paused=paused_reason is not None, paused_reason=paused_reason or "",
         )
 
 
 # -- hosts -------------------------------------------------------------------
 
-FenceLevels = list[list[str]]
+FenceMethodName = Literal[FENCE_METHODS]  # type: ignore[valid-type]
+FenceLevels = list[list[FenceMethodName]]
 
 
 class HostCreate(_In):
-    name: str = Field(max_length=64)
-    segment: str = Field(max_length=64)
+    name: str = Field(**NAME)
+    segment: str = Field(**NAME)
     address: str = Field(default="", max_length=255)
     capacity: CapacityModel = CapacityModel()
     reserved: bool = False
@@ -229,7 +284,7 @@ class HostUpdate(_In):
     """Host fields an admin may change. `state` and `maintenance` are not
     here: they change through the state machine (POST .../maintenance)."""
 
-    segment: str = unset(max_length=64)
+    segment: str = unset(**NAME)
     address: str = unset(max_length=255)
     capacity: CapacityModel = unset()
     reserved: bool = unset()
@@ -279,6 +334,25 @@ class HostOut(_Out):
             phi=None if live is None else live.phi,
         )
 
+    @staticmethod
+    def plain(h: Host, live: Any = None) -> dict[str, Any]:
+        """`of(h, live).model_dump(mode="json")`, built without a model: a
+        page of 1,000 hosts costs ~3 ms instead of ~25 (the domain model has
+        validated the values already; tests/api/test_api_lists.py holds the
+        two equal)."""
+        c = h.capacity
+        return {
+            "name": h.name, "segment": h.segment, "address": h.address,
+            "state": h.state.value, "state_reason": h.state_reason,
+            "state_since": h.state_since, "maintenance": h.maintenance,
+            "schedulable": h.schedulable,
+            "capacity": {"vcpus": c.vcpus, "ram_mb": c.ram_mb, "disk_gb": c.disk_gb},
+            "reserved": h.reserved, "bmc": h.bmc,
+            "fence_levels": [list(level) for level in h.fence_levels],
+            "heartbeat_age_s": None if live is None else live.heartbeat_age_s,
+            "phi": None if live is None else live.phi,
+        }
+
 
 class PowerStatusOut(_Out):
     host: str
@@ -301,6 +375,11 @@ class FenceAckRequest(_In):
 class FenceRequest(_In):
     method: Literal["ipmi", "redfish", "fence_agent"] | None = Field(
         default=None, description="only this power method; null: the host's power levels")
+
+
+class SegmentResumeOut(_Out):
+    segment: str
+    resumed_by: str
 
 
 class FenceOut(_Out):
@@ -360,9 +439,9 @@ class BmcOut(_Out):
 
 
 class InstanceCreate(_In):
-    id: str | None = Field(default=None, max_length=64, description="generated when omitted")
-    name: str = Field(max_length=64)
-    host: str | None = Field(default=None, max_length=64)
+    id: str | None = Field(default=None, **NAME, description="generated when omitted")
+    name: str = Field(**NAME)
+    host: str | None = Field(default=None, **NAME)
     project: str | None = Field(
         default=None, max_length=64,
         description="defaults to the caller's project for project tokens",
@@ -371,7 +450,7 @@ class InstanceCreate(_In):
     policy: PolicyModel | None = Field(
         default=None, description="inline policy; wins over policy_name"
     )
-    policy_name: str | None = Field(default=None, max_length=64)
+    policy_name: str | None = Field(default=None, **NAME)
     anti_affinity_group: str | None = Field(default=None, max_length=64)
     spec: SpecModel | None = Field(default=None, description="libvirt mode: its definition")
 
@@ -389,12 +468,12 @@ class InstanceCreate(_In):
 class InstanceUpdate(_In):
     """`policy` replaces the whole inline policy; `null` removes it."""
 
-    name: str = unset(max_length=64)
-    host: str | None = unset(max_length=64)
+    name: str = unset(**NAME)
+    host: str | None = unset(**NAME)
     project: str = unset(max_length=64)
     resources: CapacityModel = unset()
     policy: PolicyModel | None = None
-    policy_name: str | None = unset(max_length=64)
+    policy_name: str | None = unset(**NAME)
     anti_affinity_group: str | None = unset(max_length=64)
     spec: SpecModel | None = None
 
@@ -449,7 +528,7 @@ class EffectivePolicyOut(_Out):
 
 
 class PolicyCreate(_In):
-    name: str = Field(max_length=64)
+    name: str = Field(**NAME)
     description: str = Field(default="", max_length=TEXT_MAX)
     policy: PolicyModel = PolicyModel()
 
@@ -532,7 +611,8 @@ class JobOut(_Out):
     def of(cls, j: Job) -> JobOut:
         steps = [
             JobStepOut(
-                name=s.name, state=s.state, started_at=s.started_at, finished_at=s.finished_at,
+                name=s.name, state=s.state.value, started_at=s.started_at,
+                finished_at=s.finished_at,
                 duration_s=None if s.finished_at is None else s.finished_at - s.started_at,
                 detail=s.detail,
             )
@@ -541,7 +621,7 @@ class JobOut(_Out):
         return cls(
             id=j.id, kind=j.kind, subject=j.subject, state=j.state, generation=j.generation,
             created_at=j.created_at, updated_at=j.updated_at, reason=j.reason,
-            data=dict(j.data), steps=steps,
+            data=j.data.to_storage(), steps=steps,
         )
 
 
@@ -562,17 +642,96 @@ InstanceAction = Literal["restart", "reset", "stop", "start", "evacuate", "rebui
 
 
 class ActionRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     action: InstanceAction
     host: str | None = Field(None, description="evacuate only: the target host "
                                               "(default: chosen like automatic recovery)")
 
 
 class DecisionAnswer(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     action: InstanceAction
+
+
+class DecisionAnswerWithToken(DecisionAnswer):
+    token: str = Field(min_length=1, max_length=512,
+                       description="the token of the decision.requested event")
 
 
 class DecisionOut(BaseModel):
     decision: JobOut
     job: JobOut | None = None
+
+
+# -- what-if -----------------------------------------------------------------
+
+
+class WhatIfRequest(_In):
+    fail: list[str] = Field(min_length=1, max_length=1000,
+                            description="names of the hosts that would fail at once")
+
+
+class WhatIfInstanceOut(_Out):
+    instance: str
+    name: str
+    source: str = Field(description="the failed host it runs on")
+    action: Literal["move", "unplaceable", "notify", "custom", "off"]
+    target: str | None
+    stopped: bool = Field(description="evacuate_to_stopped: defined on the target, not started")
+    priority: int
+    reason: str
+
+
+class WhatIfSegmentOut(_Out):
+    segment: str
+    hosts: int = Field(description="hosts not in maintenance")
+    down: int = Field(description="hosts that would look down")
+    failing: int = Field(description="of those, the hosts asked about")
+    threshold: float
+    already_paused: bool
+    would_pause: bool
+    recovers: bool = Field(description="automatic fencing and recovery would run")
+    reason: str
+
+
+class WhatIfOut(_Out):
+    failed: list[str]
+    absorbed: bool = Field(description="every protected instance finds a host and "
+                                       "recovery is not held by the guard")
+    isolated: bool = Field(description="every host would look down: the controller "
+                                       "assumes it is cut off and fences nothing")
+    instances: list[WhatIfInstanceOut]
+    segments: list[WhatIfSegmentOut]
+    notes: list[str]
+
+    @classmethod
+    def of(cls, w: Any) -> WhatIfOut:
+        return cls(
+            failed=list(w.failed), absorbed=w.absorbed, isolated=w.isolated,
+            instances=[WhatIfInstanceOut(
+                instance=o.instance, name=o.name, source=o.source, action=o.action,
+                target=o.target, stopped=o.stopped, priority=o.priority, reason=o.reason)
+                for o in w.outcomes],
+            segments=[WhatIfSegmentOut(
+                segment=s.segment, hosts=s.hosts, down=s.down, failing=s.failing,
+                threshold=s.threshold, already_paused=s.already_paused,
+                would_pause=s.would_pause, recovers=s.recovers, reason=s.reason)
+                for s in w.segments],
+            notes=list(w.notes),
+        )
+
+
+class SingleFailureOut(_Out):
+    host: str
+    segment: str
+    absorbed: bool
+    moved: int
+    unplaceable: list[WhatIfInstanceOut]
+    not_recovered: int = Field(description="instances whose policy does not move them "
+                                           "(notify, custom, off)")
+    reason: str = Field(description="why it is not absorbed (empty when it is)")
+
+
+class SingleFailuresOut(_Out):
+    hosts: list[SingleFailureOut]
+    all_absorbed: bool

@@ -1,7 +1,7 @@
 """`vmha instance action ID ACTION [--host H]` and `vmha decide TOKEN ACTION`.
 
 Both go through the REST API (`POST /v1/instances/{id}/actions`,
-`POST /v1/decisions/{token}`) and print the job that carries the action
+`POST /v1/decisions`, the token in the body) and print the job that carries the action
 out (follow it with `vmha job show ID`). Talks only to the API.
 """
 
@@ -52,7 +52,7 @@ def decide(
 ) -> None:
     """Answer a custom decision before its deadline."""
     with connect(url, token) as api:
-        out = api.post(f"/v1/decisions/{quote(decision_token, safe='')}", {"action": action})
+        out = api.post("/v1/decisions", {"token": decision_token, "action": action})
     if as_json:
         print_json(out)
         return

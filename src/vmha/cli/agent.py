@@ -19,9 +19,12 @@ app = typer.Typer(help="The vmha host agent.", invoke_without_command=True)
 def agent(
     config: Annotated[str, typer.Option("--config", help="Agent TOML file.")],
     log_level: Annotated[str, typer.Option(help="debug, info or warning.")] = "info",
+    log_format: Annotated[str, typer.Option(
+        help="text, or json (one JSON object per line).")] = "text",
 ) -> None:
     """Send heartbeats, answer probes, self-fence when isolated."""
-    code = agent_main(["--config", config, "--log-level", log_level])
+    code = agent_main(["--config", config, "--log-level", log_level,
+                       "--log-format", log_format])
     raise typer.Exit(code)
 
 

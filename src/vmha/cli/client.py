@@ -64,6 +64,17 @@ def describe_problem(response: httpx.Response) -> str:
     return f"{response.status_code} {response.reason_phrase}: {text}".rstrip(": ")
 
 
+def auth_headers(token: str | None) -> dict[str, str]:
+    """The Authorization header for `token`; CliError (exit 2) for a token
+    that cannot be sent in a header (tokens are printable ASCII)."""
+    if not token:
+        return {}
+    if not (token.isascii() and token.isprintable()):
+        raise CliError("the API token contains non-ASCII or control characters; tokens are "
+                       "printable ASCII: check --token or VMHA_TOKEN", code=2)
+    return {"Authorization": f"Bearer {token}"}
+
+
 class ApiClient:
     """Thin JSON client; `transport` lets tests plug in an ASGI app."""
 
@@ -71,9 +82,8 @@ class ApiClient:
         self, url: str, token: str | None, transport: httpx.BaseTransport | None = None
     ) -> None:
         self.url = url.rstrip("/")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(
-            base_url=self.url, headers=headers, timeout=TIMEOUT_S, transport=transport
+            base_url=self.url, headers=auth_headers(token), timeout=TIMEOUT_S, transport=transport
         )
 
     def close(self) -> None:

@@ -197,6 +197,9 @@ def demo(
     simulated: bool = typer.Option(
         False, "--simulated",
         help="No lab: a controller with an example cluster, failures in the simulator."),
+    cloud: str = typer.Option(
+        "libvirt", "--cloud",
+        help="libvirt (QEMU guests) or openstack (a real Keystone/Nova; servers evacuated)."),
 ) -> None:
     """Keep my VMs running: a real lab with QEMU guests, a host powered off, a guest
     panicked and hung, each recovered (needs root). --simulated needs nothing."""
@@ -207,10 +210,16 @@ def demo(
         console.print("[red]vmha demo needs root[/red] (network namespaces, QEMU guests); "
                       "run it with sudo, or use `vmha demo --simulated`")
         raise typer.Exit(2)
-    from vmha.cli import labdemo  # the lab is only imported when it runs
+    if cloud not in ("libvirt", "openstack"):
+        console.print(f"[red]--cloud {cloud!r}[/red]: use libvirt or openstack")
+        raise typer.Exit(2)
+    from vmha.cli import labdemo, osdemo  # the lab is only imported when it runs
+    from vmha.lab.lock import lab_lock
 
     try:
-        labdemo.run((directory / "lab").resolve(), keep)
+        with lab_lock():  # one lab per machine (a --keep lab outlives it: `vmha lab down`)
+            (osdemo if cloud == "openstack" else labdemo).run((directory / "lab").resolve(),
+                                                               keep)
     except VmhaError as exc:
         console.print(f"[red]demo failed:[/red] {exc.detail}")
         raise typer.Exit(1) from None
@@ -235,7 +244,8 @@ def simulated_demo(directory: Path, port: int, hold: bool | None) -> None:
         show(url, token, "instance", "list")
         show(url, token, "event", "list")
         simulate_failures()
-        console.print(f"\n[bold]API[/bold] {url}/v1   [bold]docs[/bold] {url}/docs")
+        console.print(f"\n[bold]dashboard[/bold] {url}/   [bold]API[/bold] {url}/v1   "
+                      f"[bold]docs[/bold] {url}/docs")
         console.print(f"export VMHA_URL={url} VMHA_TOKEN={token}\n", soft_wrap=True)
         if hold is None:
             hold = sys.stdin.isatty()

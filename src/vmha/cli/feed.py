@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import typer
 
+from vmha.api.routes.common import EVENT_ID_MAX
 from vmha.cli.client import DEFAULT_URL, ApiClient, AsJson, Token, Url, cli_errors, connect
 from vmha.cli.output import Column, field, print_json, print_page, print_table, when
 from vmha.cli.tail import EventTail
@@ -46,7 +47,8 @@ def _events(api: ApiClient, since: int, types: list[str], **filters: Any) -> dic
 @event_app.command("list")
 @cli_errors
 def event_list(
-    since: Annotated[int, typer.Option("--since", help="Only events after this id.")] = 0,
+    since: Annotated[int, typer.Option("--since", min=0, max=EVENT_ID_MAX,
+                                       help="Only events after this id.")] = 0,
     event_type: Types = None,
     subject: Annotated[str | None, typer.Option("--subject")] = None,
     project: Annotated[str | None, typer.Option("--project")] = None,
@@ -71,7 +73,8 @@ def event_list(
 def event_tail(
     event_type: Types = None,
     since: Annotated[int | None, typer.Option(
-        "--since", help="Start after this id (default: only new events).")] = None,
+        "--since", min=0, max=EVENT_ID_MAX,
+        help="Start after this id (default: only new events).")] = None,
     count: Annotated[int | None, typer.Option(
         "--count", min=1, help="Exit after printing this many events.")] = None,
     url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False,
@@ -113,13 +116,16 @@ def job_list(
     kind: Annotated[str | None, typer.Option("--kind")] = None,
     state: Annotated[str | None, typer.Option("--state")] = None,
     subject: Annotated[str | None, typer.Option("--subject")] = None,
+    project: Annotated[str | None, typer.Option(
+        "--project", help="only the jobs about this project's instances (a project "
+        "token sees only its own anyway)")] = None,
     limit: Annotated[int, typer.Option("--limit")] = 100,
     marker: Annotated[str | None, typer.Option("--marker")] = None,
     url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False,
 ) -> None:
     """List recovery jobs (oldest first)."""
-    params = {"kind": kind, "state": state, "subject": subject, "limit": limit,
-              "marker": marker}
+    params = {"kind": kind, "state": state, "subject": subject, "project": project,
+              "limit": limit, "marker": marker}
     with connect(url, token) as api:
         print_page(api.get("/v1/jobs", params), JOB_COLUMNS, as_json)
 

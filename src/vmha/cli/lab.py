@@ -22,6 +22,7 @@ from vmha.errors import ConfigError, VmhaError
 from vmha.lab import faults
 from vmha.lab import image as guest_image
 from vmha.lab import lab as lab_ops
+from vmha.lab.controllers import FAULTS as CONTROLLER_FAULTS
 from vmha.lab.state import default_lab_dir
 from vmha.lab.vms import GUEST_FAULTS
 
@@ -57,11 +58,29 @@ def _print_status(data: dict[str, Any], as_json: bool) -> None:
     ctl = data["controller"]
     typer.echo(f"lab in {data['dir']}; heartbeats to {data['heartbeat']}")
     typer.echo(f"controller: {ctl.get('url') or 'not started (' + ctl.get('skipped', '') + ')'}")
+    for name, c in data.get("controllers", {}).items():
+        typer.echo(f"  {name:12} {c['url']:26} {c['state']:12} "
+                   f"{'leader' if c['leader'] else 'follower':8} pid={c['pid'] or '-'} "
+                   f"faults={', '.join(c['faults']) or '-'}")
+    if "etcd" in data:
+        up_ = [n for n, m in data["etcd"]["members"].items() if m["running"]]
+        typer.echo(f"etcd: {data['etcd']['url']} ({len(up_)} of "
+                   f"{len(data['etcd']['members'])} members running)")
     for name, h in data["hosts"].items():
         faults_txt = ", ".join(h["faults"]) or "-"
+        link = h.get("link", {})
         typer.echo(f"  {name:8} {h['address']:14} {h['state']:12} pids={len(h['pids'])} "
+                   f"port={link.get('port', '?')} nic={link.get('nic', '?')} "
                    f"faults={faults_txt}")
+    if "openstack" in data:
+        cloud = data["openstack"]
+        typer.echo(f"openstack: {cloud['auth_url']} as {cloud['username']} "
+                   f"(project {cloud['project_name']}; password in `lab status --json`)")
     for name, vm in data.get("instances", {}).items():
+        if "server_id" in vm:
+            typer.echo(f"  {name:8} {vm['server_id']} {vm['state']:10} host={vm['host']} "
+                       f"nova: {vm['nova_status']} on {vm['nova_host']}")
+            continue
         typer.echo(f"  {name:8} {vm['address']:14} {vm['state']:12} host={vm['host']} "
                    f"running on {', '.join(vm['running_on']) or 'no host'}")
 
@@ -79,14 +98,25 @@ def up(
     isolation_action: Annotated[str, typer.Option(help="stop-vms, reboot or none.")] = "reboot",
     watchdog_timeout: Annotated[float, typer.Option(help="Lab watchdog timeout, s.")] = 10.0,
     controller: Annotated[bool, typer.Option(help="Start `vmha serve` if available.")] = True,
-    vms: Annotated[int, typer.Option("--vms", help="Protected QEMU guests vm1..vmN.")] = 0,
+    vms: Annotated[int, typer.Option(
+        "--vms", help="Protected VMs vm1..vmN (QEMU guests, or Nova servers with --cloud "
+                      "openstack).")] = 0,
+    cloud: Annotated[str, typer.Option(
+        "--cloud", help="libvirt (QEMU guests) or openstack (a real Keystone/Nova/...; "
+                        "nova-compute in every host).")] = "libvirt",
+    controllers: Annotated[int, typer.Option(
+        "--controllers", help="Controllers (more than 1: each in its own network namespace, "
+                              "on a 3-member etcd and PostgreSQL).")] = 1,
+    lease: Annotated[float, typer.Option(
+        "--lease", help="The leader's lease in etcd, seconds (several controllers).")] = 3.0,
 ) -> None:
     """Create the hosts (and the controller), then print where everything is."""
     settings = lab_ops.LabSettings(
         hosts=hosts, heartbeat_interval_s=interval, isolation_timeout_s=isolation_timeout,
         isolation_action=isolation_action, watchdog_timeout_s=watchdog_timeout,
         controller_port=controller_port, heartbeat_port=heartbeat_port,
-        start_controller=controller, vms=vms,
+        start_controller=controller, vms=vms, cloud=cloud, controllers=controllers,
+        lease_s=lease,
     )
     _print_status(lab_ops.up(_dir(directory), settings), as_json)
 
@@ -103,28 +133,31 @@ def status(directory: Dir = None, as_json: AsJson = False) -> None:
 def fail(
     host: Host,
     fault: Annotated[str, typer.Argument(
-        help=", ".join(lab_ops.FAULTS) + "; for a VM: " + ", ".join(GUEST_FAULTS))],
+        help=", ".join(lab_ops.FAULTS) + "; for a VM: " + ", ".join(GUEST_FAULTS)
+        + "; for controllerN: " + ", ".join(CONTROLLER_FAULTS) + "; for etcdN: power-off")],
     percent: Annotated[float | None, typer.Argument(help="Loss percent (loss only).")] = None,
     only: Annotated[str | None, typer.Option(
         "--only", help="bmc-down: stop only this BMC (ipmi or redfish).")] = None,
     directory: Dir = None,
 ) -> None:
     """Inject a fault into a host (power-off, network-down, controller-link-down, loss P,
-    agent-kill, bmc-down) or a VM (guest-panic, guest-hang, guest-watchdog, app-kill)."""
+    agent-kill, bmc-down), a VM (guest-panic, guest-hang, guest-watchdog, app-kill,
+    app-hang), a controller of `up --controllers N` (power-off, network-down,
+    etcd-link-down, hosts-link-down) or one of its etcd members (etcdN power-off)."""
     typer.echo(json.dumps(faults.fail(_dir(directory), host, fault, percent, only)))
 
 
 @app.command()
 @_errors
 def heal(host: Host, directory: Dir = None) -> None:
-    """Undo the host's network faults (link down, iptables rules)."""
+    """Undo the host's (or controllerN's) network faults (link down, iptables rules)."""
     typer.echo(json.dumps(faults.heal(_dir(directory), host)))
 
 
 @app.command("power-on")
 @_errors
 def power_on(host: Host, directory: Dir = None) -> None:
-    """Start a powered-off host fresh."""
+    """Start a powered-off host (or controllerN, or etcd member etcdN) fresh."""
     typer.echo(json.dumps(faults.power_on(_dir(directory), host)))
 
 

@@ -11,7 +11,20 @@ from __future__ import annotations
 
 import typer
 
-from vmha.cli import actions, agent, demo, feed, lab, resources, server, sim, subscriptions
+from vmha.cli import (
+    actions,
+    agent,
+    controllers,
+    demo,
+    feed,
+    lab,
+    resources,
+    server,
+    sim,
+    status,
+    subscriptions,
+    whatif,
+)
 
 app = typer.Typer(
     name="vmha",
@@ -32,6 +45,12 @@ app.add_typer(feed.job_app, name="job")
 app.add_typer(subscriptions.subscription_app, name="subscription")
 resources.instance_app.command("action")(actions.instance_action)
 app.command("decide")(actions.decide)
+app.command("whatif")(whatif.whatif)
+app.command("status")(status.status)
+controller_app = typer.Typer(help="The controllers of a several-controller deployment.",
+                             no_args_is_help=True)
+controller_app.command("list")(controllers.controller_list)
+app.add_typer(controller_app, name="controller")
 
 app.command("demo")(demo.demo)
 app.add_typer(sim.app, name="sim", help="Run HA scenarios in the deterministic simulator.")

@@ -154,6 +154,25 @@ def segment_update(
         _shown(api.patch(_path("segments", name), body), as_json)
 
 
+@segment_app.command("resume")
+@cli_errors
+def segment_resume(
+    name: str, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False,
+) -> None:
+    """Resume automatic fencing and recovery in a segment the mass-failure
+    guard paused.
+
+    Check first that its failed hosts are really down, not just cut off from
+    the controller: once resumed, they are fenced (powered off)."""
+    with connect(url, token) as api:
+        result = api.post(_path("segments", name, "/resume"), {})
+    if as_json:
+        print_json(result)
+    else:
+        typer.echo(f"segment {result['segment']}: automatic recovery resumed by "
+                   f"{result['resumed_by']}")
+
+
 # -- hosts ---------------------------------------------------------------------
 
 host_app = typer.Typer(help="Hosts: hypervisors.", no_args_is_help=True)

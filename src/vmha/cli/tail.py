@@ -31,7 +31,8 @@ from typing import Any
 import httpx
 import typer
 
-from vmha.cli.client import TIMEOUT_S, CliError, describe_problem
+from vmha.cli.client import TIMEOUT_S, CliError, auth_headers, describe_problem
+from vmha.domain.backoff import delay_s
 
 # Longer than the server's keep-alive comment interval ([events]
 # sse_heartbeat_s, 15 s): a silent connection this long is dead.
@@ -105,8 +106,7 @@ def event_of(cloudevent: dict[str, Any]) -> dict[str, Any]:
 def backoff(attempt: int, rand: Callable[[], float] = random.random) -> float:
     """Delay before reconnect number `attempt` (0-based): doubling, capped,
     with ±BACKOFF_JITTER so many tails do not come back in step."""
-    base = min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2.0 ** min(attempt, 16))
-    return base * (1 + BACKOFF_JITTER * (2 * rand() - 1))
+    return delay_s(attempt, BACKOFF_INITIAL_S, BACKOFF_MAX_S, BACKOFF_JITTER, rand())
 
 
 class EventTail:
@@ -119,8 +119,7 @@ class EventTail:
         self.cursor = since  # the last event id seen (None: the server's newest)
         self.show = show
         self.left = count  # events still to print before exiting (None: forever)
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=self.url, headers=headers,
+        self._http = httpx.Client(base_url=self.url, headers=auth_headers(token),
                                   timeout=httpx.Timeout(TIMEOUT_S, read=READ_TIMEOUT_S))
 
     def __enter__(self) -> EventTail:

@@ -28,14 +28,13 @@ library only.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 from vmha.domain.errors import Conflict, NotFound, ValidationError
+from vmha.domain.jobs import ActionData, DecisionData, HostRecoveryData, MoveState
 from vmha.domain.model import (
     Event,
     Host,
@@ -46,9 +45,9 @@ from vmha.domain.model import (
     JobState,
     Severity,
     SubjectKind,
-    transition_job,
 )
 from vmha.domain.policy import CustomFallback, HAPolicy, LayerMode
+from vmha.domain.transitions import transition_job
 
 ACTIONS = ("restart", "reset", "stop", "start", "evacuate", "rebuild", "ignore")
 LAYERS = ("host", "guest", "app")
@@ -58,12 +57,16 @@ ALLOWED: Mapping[str, tuple[str, ...]] = {
     "guest": ("restart", "reset", "stop", "ignore"),
     "app": ("reset", "restart", "stop", "ignore"),
 }
-# What automatic recovery of a layer does (the `auto` fallback).
-AUTO_ACTION: Mapping[str, str] = {"host": "evacuate", "guest": "restart", "app": "reset"}
+# What automatic recovery of a layer does (the `auto` fallback). The app
+# layer's is its escalation (the policy's app_actions, an instance_recovery
+# job: vmha.domain.escalation), not a single action.
+ESCALATE = "escalate"
+AUTO_ACTION: Mapping[str, str] = {"host": "evacuate", "guest": "restart", "app": ESCALATE}
 FENCED_STATES = frozenset({HostState.FENCED, HostState.RECOVERING, HostState.RECOVERED})
 # instance event kind -> layer
 LAYER_OF_KIND: Mapping[str, str] = {
-    "stopped": "guest", "crashed": "guest", "watchdog": "guest", "app_failed": "app",
+    "stopped": "guest", "crashed": "guest", "watchdog": "guest", "guest_unresponsive": "guest",
+    "app_failed": "app",
 }
 
 
@@ -110,13 +113,10 @@ def new_decision(
     deadline = now + policy.custom_deadline_s
     fallback = policy.custom_fallback.value
     inst = req.instance
-    data: dict[str, Any] = {
-        "instance": inst.id, "name": inst.name, "project": inst.project,
-        "host": req.host or inst.host, "layer": req.layer, "cause": req.reason,
-        "allowed": list(actions), "deadline": deadline, "fallback": fallback,
-        "token_sha256": digest(secret), "host_job": req.job,
-        "outcome": None, "action": None, "by": None, "action_job": None,
-    }
+    data = DecisionData(
+        instance=inst.id, name=inst.name, project=inst.project, host=req.host or inst.host,
+        layer=req.layer, cause=req.reason, allowed=actions, deadline=deadline,
+        fallback=fallback, token_sha256=digest(secret), host_job=req.job)
     job = Job(id=job_id, kind=JobKind.DECISION, subject=inst.id, created_at=now,
               updated_at=now, reason=_asking(req, actions, policy), data=data)
     event = Event(
@@ -133,14 +133,19 @@ def new_decision(
 
 def _asking(req: Request, actions: Sequence[str], policy: HAPolicy) -> str:
     then = fallback_action(req.layer, policy.custom_fallback)
-    what = f"fallback auto: {then}" if then else "fallback none: nothing is done"
+    what = f"fallback auto: {_words(then)}" if then else "fallback none: nothing is done"
     return (f"{req.reason}; custom {req.layer} policy asks for one of "
             f"{', '.join(actions)} within {policy.custom_deadline_s:g} s ({what})")
 
 
 def fallback_action(layer: str, fallback: CustomFallback) -> str | None:
-    """The action applied when nobody answers: None for `none`."""
+    """The action applied when nobody answers (ESCALATE: the app layer's
+    escalation): None for `none`."""
     return AUTO_ACTION[layer] if fallback is CustomFallback.AUTO else None
+
+
+def _words(action: str) -> str:
+    return "its app_actions escalation" if action == ESCALATE else action
 
 
 @dataclass(frozen=True)
@@ -153,10 +158,22 @@ class Resolution:
     action: str | None
 
 
+def decision_data(job: Job) -> DecisionData:
+    """The job's record; only decision jobs have one."""
+    assert isinstance(job.data, DecisionData), f"job {job.id} is a {job.kind.value} job"
+    return job.data
+
+
+def action_data(job: Job) -> ActionData:
+    """The job's record; only action jobs have one."""
+    assert isinstance(job.data, ActionData), f"job {job.id} is a {job.kind.value} job"
+    return job.data
+
+
 def check_token(job: Job, secret: str) -> None:
     """NotFound unless `job` is a decision whose token secret is `secret`
     (constant-time; a wrong secret looks exactly like a missing decision)."""
-    wanted = str(job.data.get("token_sha256", ""))
+    wanted = job.data.token_sha256 if isinstance(job.data, DecisionData) else ""
     if job.kind is not JobKind.DECISION or not hmac.compare_digest(digest(secret), wanted):
         raise NotFound("decision", job.id)
 
@@ -165,17 +182,16 @@ def answer(job: Job, action: str, who: str, now: float) -> Resolution:
     """Settle a pending decision with `action`. Conflict when it is settled
     already (the message says what happened instead); ValidationError when
     `action` is not allowed."""
-    data = dict(job.data)
+    data = decision_data(job)
     if job.state is not JobState.PENDING:
         raise Conflict(settled_message(job))
-    allowed = list(data["allowed"])
-    if action not in allowed:
+    if action not in data.allowed:
         raise ValidationError("body.action", f"{action!r} is not allowed for this decision; "
-                              f"allowed: {', '.join(allowed)}")
-    if now >= float(data["deadline"]):  # the engine expires it first (see expire)
-        raise Conflict(f"decision {job.id} for instance {data['instance']} timed out at "
+                              f"allowed: {', '.join(data.allowed)}")
+    if now >= data.deadline:  # the engine expires it first (see expire)
+        raise Conflict(f"decision {job.id} for instance {data.instance} timed out at "
                        "its deadline; its fallback is applied instead")
-    data.update(outcome="answered", action=action, by=who, answered_at=now)
+    data = replace(data, outcome="answered", action=action, by=who, answered_at=now)
     reason = f"answered by {who}: {action}"
     done, event = transition_job(replace(job, data=data), JobState.DONE, reason, now)
     return Resolution(done, (event,), None if action == "ignore" else action)
@@ -184,29 +200,28 @@ def answer(job: Job, action: str, who: str, now: float) -> Resolution:
 def expire(job: Job, now: float) -> Resolution | None:
     """At the deadline: settle with the fallback and publish
     `decision.timed_out`. None while the deadline is ahead or when settled."""
-    if job.state is not JobState.PENDING or now < float(job.data["deadline"]):
+    data = decision_data(job)
+    if job.state is not JobState.PENDING or now < data.deadline:
         return None
-    data = copy.deepcopy(dict(job.data))
-    action = fallback_action(data["layer"], CustomFallback(data["fallback"]))
-    what = f"fallback auto: {action}" if action else "fallback none: nothing is done"
-    data.update(outcome="timed_out", action=action, by="fallback", answered_at=now)
+    action = fallback_action(data.layer, CustomFallback(data.fallback))
+    what = f"fallback auto: {_words(action)}" if action else "fallback none: nothing is done"
+    data = replace(data, outcome="timed_out", action=action, by="fallback", answered_at=now)
     reason = f"no answer within the deadline; {what}"
     done, job_event = transition_job(replace(job, data=data), JobState.DONE, reason, now)
     timed_out = Event(
-        type="decision.timed_out", subject=data["instance"], time=now,
-        subject_kind=SubjectKind.INSTANCE, project=data.get("project", ""),
-        severity=Severity.WARNING,
-        payload={"instance": data["instance"], "name": data.get("name", ""),
-                 "host": data.get("host"), "layer": data["layer"], "decision": job.id,
-                 "fallback": data["fallback"], "action": action, "reason": reason})
+        type="decision.timed_out", subject=data.instance, time=now,
+        subject_kind=SubjectKind.INSTANCE, project=data.project, severity=Severity.WARNING,
+        payload={"instance": data.instance, "name": data.name, "host": data.host,
+                 "layer": data.layer, "decision": job.id, "fallback": data.fallback,
+                 "action": action, "reason": reason})
     return Resolution(done, (timed_out, job_event), action)
 
 
 def supersede(job: Job, action: str, action_job: str, who: str, now: float) -> Resolution:
     """A direct instance action while a decision is pending settles it: the
     user has decided; the fallback must not act as well."""
-    data = {**job.data, "outcome": "answered", "action": action, "by": who,
-            "answered_at": now, "action_job": action_job}
+    data = replace(decision_data(job), outcome="answered", action=action, by=who,
+                   answered_at=now, action_job=action_job)
     reason = f"answered by {who} with the instance action {action} (job {action_job})"
     done, event = transition_job(replace(job, data=data), JobState.DONE, reason, now)
     return Resolution(done, (event,), None)
@@ -214,21 +229,20 @@ def supersede(job: Job, action: str, action_job: str, who: str, now: float) -> R
 
 def with_action_job(job: Job, action_job: str | None) -> Job:
     """Record which action job carried out the decision."""
-    return replace(job, data={**job.data, "action_job": action_job})
+    return replace(job, data=replace(decision_data(job), action_job=action_job))
 
 
 def settled_message(job: Job) -> str:
     """Why a settled decision takes no answer: what was done instead."""
-    d = job.data
-    iid = d.get("instance", job.subject)
-    done = f"action {d['action']!r}" if d.get("action") else "nothing"
-    job_ref = f" (job {d['action_job']})" if d.get("action_job") else ""
-    if d.get("outcome") == "timed_out":
-        return (f"decision {job.id} for instance {iid} timed out before this answer; "
-                f"its fallback {d.get('fallback')!r} was applied: {done} was done "
+    d = decision_data(job)
+    done = f"action {d.action!r}" if d.action else "nothing"
+    job_ref = f" (job {d.action_job})" if d.action_job else ""
+    if d.outcome == "timed_out":
+        return (f"decision {job.id} for instance {d.instance} timed out before this answer; "
+                f"its fallback {d.fallback!r} was applied: {done} was done "
                 f"instead{job_ref}")
-    return (f"decision {job.id} for instance {iid} was already answered by "
-            f"{d.get('by')}: {done}{job_ref}")
+    return (f"decision {job.id} for instance {d.instance} was already answered by "
+            f"{d.by}: {done}{job_ref}")
 
 
 # -- actions --------------------------------------------------------------------
@@ -291,8 +305,8 @@ def new_action_job(
     where = f" to {target}" if target else ""
     via = f" (decision {decision})" if decision else ""
     reason = f"{action} of instance {instance.id}{where} requested by {by}{via}"
-    data = {"instance": instance.id, "action": action, "target": target, "by": by,
-            "decision": decision, "source": instance.host, "project": instance.project}
+    data = ActionData(instance=instance.id, action=action, target=target, by=by,
+                      decision=decision, source=instance.host, project=instance.project)
     job = Job(id=job_id, kind=JobKind.ACTION, subject=instance.id, created_at=now,
               updated_at=now, reason=reason, data=data)
     event = Event(type="job.started", subject=job_id, time=now, subject_kind=SubjectKind.JOB,
@@ -317,11 +331,13 @@ def mark_custom(job: Job, instance_ids: Sequence[str] | frozenset[str]) -> Job:
     """In a new host-recovery job, set aside the instances whose host policy
     is `custom`: the job does not move them; once the fence is confirmed
     (`offered_after_fence`) a decision is offered for each."""
-    data = copy.deepcopy(dict(job.data))
+    data = job.data
+    assert isinstance(data, HostRecoveryData)
     for iid in instance_ids:
-        sub = data["instances"].get(iid)
-        if sub is not None:
-            sub.update(state="skipped", reason=CUSTOM_HOST_REASON, custom=True)
+        move = data.instances.get(iid)
+        if move is not None:
+            data = data.with_move(iid, replace(move, state=MoveState.SKIPPED,
+                                               reason=CUSTOM_HOST_REASON, custom=True))
     return replace(job, data=data)
 
 
@@ -330,7 +346,9 @@ def offered_after_fence(before: Job, after: Job) -> tuple[str, ...]:
     host job leaves `fenced` (its fence is confirmed), never earlier."""
     if before.kind is not JobKind.HOST_RECOVERY or before.state is not JobState.FENCED:
         return ()
-    if after.state is not JobState.EVACUATING or not after.data["fence"].get("confirmed_by"):
+    data = after.data
+    if after.state is not JobState.EVACUATING or not isinstance(data, HostRecoveryData):
         return ()
-    subs: Mapping[str, Mapping[str, Any]] = after.data.get("instances", {})
-    return tuple(sorted(i for i, s in subs.items() if s.get("custom")))
+    if not data.fence.confirmed_by:
+        return ()
+    return tuple(sorted(i for i, m in data.instances.items() if m.custom))

@@ -58,6 +58,16 @@ its last beat when it has lived 10 s, ~3.4 s at 20 s, ~2.5 s from about
 (detectors starting cold) gave no false suspicion; bench/detection.py
 reports the long-run rate per host-hour (about 0.01-0.03 at 30 % loss).
 
+Cold start (issue 11 item 12): a detector that has learnt nothing (a host
+never heard since the controller started, or heard once) uses the prior
+from the configuration: the configured interval, a jitter of a quarter of
+it and `bootstrap_loss`. It is not faster than that: a few clean beats
+cannot tell a clean link from a 30 % lossy one, and a clean-link prior
+would make such a link suspect about one cold start in three (two lost
+beats in a row). Hosts with a BMC are detected as fast cold as warm by
+the engine's BMC fast path (`vmha.engine.detection`): when a heartbeat is
+overdue (`overdue_at`) the BMC is read at once, and power off is proof.
+
 Outages are not loss: a gap during which the host would already have been
 suspect (phi >= threshold just before the beat arrived) does not enter the
 statistics, so a host that was down for a minute is not treated as lossy
@@ -75,6 +85,11 @@ _SQRT2 = math.sqrt(2.0)
 _TAIL_SIGMAS = 6.0  # beyond this many std, a beat is "surely due": m_j = p
 _PHI_CAP = 300.0
 _LOG2 = math.log10(2.0)
+_DELAY_MAX_S = 3600.0  # suspicion further away than this: look again then
+_DELAY_EARLY_S = 0.01  # a deadline errs on the early side by this much,
+_DELAY_EARLY_SHARE = 0.005  # plus this share of the delay (the model's rounding)
+_DELAYS: dict[tuple[float, float, float, float], float] = {}  # memo of suspicion_delay
+_DELAYS_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -114,11 +129,16 @@ class PhiDetector:
         self.last_seq: int | None = None
         self.last_sent: float | None = None
         self._cached: tuple[float, float, float] | None = None
+        # the last model this detector's own thread computed, never cleared:
+        # what another thread may read (`peek_phi`)
+        self._shown: tuple[float, float, float] | None = None
 
     # -- input -----------------------------------------------------------
 
-    def heartbeat(self, seq: int, sent_at: float, now: float) -> None:
-        """Record heartbeat `seq` (sent at the agent's `sent_at`) received at `now`."""
+    def heartbeat(self, seq: int, sent_at: float, now: float, learn: bool = True) -> None:
+        """Record heartbeat `seq` (sent at the agent's `sent_at`) received at
+        `now`. `learn=False`: the gap since the last one says nothing about
+        the link (the receiver itself lost beats): it only moves the baseline."""
         if self.last_seq is None or self.last_arrival is None:
             self._set_last(seq, sent_at, now)
             return
@@ -126,7 +146,7 @@ class PhiDetector:
             if self.last_sent is not None and sent_at > self.last_sent:
                 self._set_last(seq, sent_at, now)  # agent restarted: new baseline
             return  # duplicate or reordered beat: says nothing new
-        if self.phi(now) < self.config.threshold:
+        if learn and self.phi(now) < self.config.threshold:
             self._add(now - self.last_arrival, seq - self.last_seq)
         self._set_last(seq, sent_at, now)
 
@@ -174,8 +194,8 @@ class PhiDetector:
         """Conservative estimate of the per-beat loss probability."""
         cfg = self.config
         sent = self._sum_d
-        if sent <= 0:
-            return max(cfg.min_loss, 0.5)
+        if sent <= 0:  # nothing learnt yet: the prior (see warmup_floor)
+            return max(cfg.min_loss, cfg.bootstrap_loss)
         lost = sent - len(self._samples)
         p_hat = (lost + cfg.prior_lost) / (sent + cfg.prior_lost)
         margin = cfg.loss_z * math.sqrt(lost) / sent
@@ -212,9 +232,64 @@ class PhiDetector:
         """(T, s, p), cached until the statistics change (the detector loop
         asks ten times a second, heartbeats arrive about once)."""
         if self._cached is None:
-            loss = max(self.loss_rate(), self.warmup_floor())
-            self._cached = (self.interval(), self.jitter_std(), loss)
+            self._cached = self._shown = self._fresh_model()
         return self._cached
+
+    def _fresh_model(self) -> tuple[float, float, float]:
+        return self.interval(), self.jitter_std(), max(self.loss_rate(), self.warmup_floor())
+
+    def peek_phi(self, now: float) -> float:
+        """`phi(now)` for display by another thread (the API). It reads only
+        values the detector's own thread replaces whole: the last arrival
+        and the last model that thread computed (at most one heartbeat old;
+        the warm-up model before the first). It never derives the model from
+        the running sums, which `_add` updates one after another: read
+        half-updated they made `loss_rate` take the root of a negative loss
+        count (an HTTP 500 on a host listing under load)."""
+        last = self.last_arrival
+        if last is None:
+            return 0.0
+        elapsed = now - last - self.config.acceptable_pause_s
+        if elapsed <= 0:
+            return 0.0
+        return _phi_of(elapsed, *(self._shown or self._cold_model()))
+
+    def _cold_model(self) -> tuple[float, float, float]:
+        """The model before any gap was seen (what `_fresh_model` gives then)."""
+        cfg = self.config
+        return (cfg.interval_s, max(cfg.min_std_s, cfg.interval_s / 4),
+                max(cfg.min_loss, cfg.bootstrap_loss))
+
+    def suspect_at(self) -> float | None:
+        """When this host turns suspect if no heartbeat arrives from now on
+        (None before its first one): a deadline for the detector loop, which
+        confirms with `suspect(now)` when it falls due. Errs early, by ~10 ms
+        plus the model's rounding in `suspicion_delay` (never late by more)."""
+        if self.last_arrival is None:
+            return None
+        interval, std, loss = self._model()
+        delay = suspicion_delay(interval, std, loss, self.config.threshold)
+        return self.last_arrival + self.config.acceptable_pause_s + delay
+
+    def overdue_at(self) -> float | None:
+        """When the next heartbeat is late: one interval, the acceptable
+        pause and twice the jitter after the last one (None before it). Not
+        a suspicion: the moment to look at other evidence (the engine reads
+        the host's BMC then)."""
+        if self.last_arrival is None:
+            return None
+        interval, std, _ = self._model()
+        return self.last_arrival + interval + self.config.acceptable_pause_s + 2.0 * std
+
+    def quickest_suspicion_s(self) -> float:
+        """The least silence after which this host could be suspect if a
+        heartbeat came right now: the delay of a clean link (least loss and
+        jitter the model allows) at its current interval. New heartbeats may
+        sharpen the model (a warming-up detector), so a deadline must not be
+        further away than this from the moment it is set."""
+        cfg = self.config
+        delay = suspicion_delay(self.interval(), cfg.min_std_s, cfg.min_loss, cfg.threshold)
+        return cfg.acceptable_pause_s + delay
 
     def suspect(self, now: float) -> bool:
         if self.last_arrival is None:
@@ -243,3 +318,41 @@ def _phi_of(elapsed: float, interval: float, std: float, loss: float) -> float:
         if -log_p > _PHI_CAP:
             break
     return min(_PHI_CAP, -log_p)
+
+
+def suspicion_delay(interval: float, std: float, loss: float, threshold: float) -> float:
+    """Silence (beyond the acceptable pause) after which phi reaches
+    `threshold`, a little early. Solved by bisection on `_phi_of`, which
+    grows with silence, for the model rounded to 0.1 % (interval, jitter,
+    and -log10 of the loss: the delay is about proportional to each), and
+    memoized: hosts with the same rhythm share one answer, so a deadline
+    costs a dict lookup almost always."""
+    key = (_round_rel(interval), _round_rel(std), _round_rel(-math.log10(loss)), threshold)
+    delay = _DELAYS.get(key)
+    if delay is None:
+        delay = _solve_delay(key[0], key[1], 10.0 ** -key[2], threshold)
+        if len(_DELAYS) >= _DELAYS_MAX:
+            _DELAYS.clear()
+        _DELAYS[key] = delay
+    return delay
+
+
+def _solve_delay(interval: float, std: float, loss: float, threshold: float) -> float:
+    high = interval
+    while _phi_of(high, interval, std, loss) < threshold:
+        if high >= _DELAY_MAX_S:
+            return _DELAY_MAX_S
+        high *= 2.0
+    low = 0.0
+    while high - low > 1e-3:
+        mid = (low + high) / 2.0
+        if _phi_of(mid, interval, std, loss) < threshold:
+            low = mid
+        else:
+            high = mid
+    return max(0.0, low * (1.0 - _DELAY_EARLY_SHARE) - _DELAY_EARLY_S)
+
+
+def _round_rel(x: float) -> float:
+    """`x` (> 0) to 3 significant digits."""
+    return float(f"{x:.3g}")

@@ -9,9 +9,12 @@ one line.
     ├── ValidationError        bad input or config (400/422); names the field
     ├── NotFound               no such segment/host/instance/... (404)
     ├── Conflict               exists already, stale generation, in use (409)
+    │   ├── StaleWrite         the record changed since it was read (409)
+    │   └── NotLeader          a write of a controller whose leadership ended
     ├── InvalidTransition      a state machine refused a change (409)
     ├── PermissionDenied       authenticated but not allowed (403)
     ├── Unauthenticated        no or bad credentials (401)
+    ├── TooLarge               a request body over the limit (413)
     ├── ConfigError            the configuration cannot be used (exit 2)
     └── TemporaryError         retry later; carries `delay_s`
         └── StoreUnavailable   the database cannot be reached (503)
@@ -60,6 +63,20 @@ class Conflict(VmhaError):
     title = "Conflict"
 
 
+class StaleWrite(Conflict):
+    """A versioned record (host, instance, job) changed since the writer read
+    it: the write was refused, nothing was overwritten. Read it again and
+    re-apply the change (the engine and the API do), or report a 409."""
+
+    title = "Changed meanwhile"
+
+    def __init__(self, kind: str, key: str, stored: int, read: int) -> None:
+        super().__init__(f"{kind} {key!r} was changed meanwhile (now at version {stored}, "
+                         f"this change was made on version {read}); reload it and try again")
+        self.kind = kind
+        self.key = key
+
+
 class InvalidTransition(Conflict):
     title = "Invalid state transition"
 
@@ -79,6 +96,11 @@ class PermissionDenied(VmhaError):
 class Unauthenticated(VmhaError):
     status = 401
     title = "Unauthorized"
+
+
+class TooLarge(VmhaError):
+    status = 413
+    title = "Content too large"
 
 
 class ConfigError(VmhaError):
@@ -101,3 +123,10 @@ class TemporaryError(VmhaError):
 
 class StoreUnavailable(TemporaryError):
     title = "Store unavailable"
+
+
+class NotLeader(Conflict):
+    """A controller wrote as leader after another one took over (its leader
+    epoch is older than the store's): the write is refused, nothing changed."""
+
+    title = "Not the leader"

@@ -62,6 +62,18 @@ def segment_health(
     return SegmentHealth(total, down, recent)
 
 
+def health_of(total: int, troubled_since: Iterable[float], now: float,
+              window_s: float) -> SegmentHealth:
+    """`segment_health` from the segment's size (maintenance excluded) and
+    when each host that looks down now first left `up`: O(hosts in
+    trouble), for a detector that keeps those counts as hosts change."""
+    down = recent = 0
+    for since in troubled_since:
+        down += 1
+        recent += now - since <= window_s
+    return SegmentHealth(total, down, recent)
+
+
 def should_pause(health: SegmentHealth, threshold: float) -> bool:
     """Too many hosts went down at once (more than `threshold`, strictly)."""
     return health.total > 0 and health.recent_share > threshold and health.recent > 1

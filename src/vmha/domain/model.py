@@ -1,9 +1,9 @@
 """The vocabulary of vmha: segments, hosts, instances, events and jobs.
 
-Values are frozen dataclasses; change them with `dataclasses.replace` or the
-`transition_*` functions, which validate a state change against its table,
-record the reason and return the event that announces it. Callers (the
-engine, the store, the API) persist the new value and the event together.
+Values are frozen dataclasses; states change only through
+vmha.domain.transitions (which validates a change against the tables here,
+records the reason and returns the event that announces it), and only the
+engine calls it: everything else sends the engine commands.
 
 Standard library only; time arrives as `now` (seconds since the epoch).
 """
@@ -11,16 +11,41 @@ Standard library only; time arrives as `now` (seconds since the epoch).
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from vmha.domain.errors import InvalidTransition, ValidationError
+from vmha.domain.errors import ValidationError
 from vmha.domain.policy import HAPolicy
 from vmha.domain.spec import InstanceSpec
 
+if TYPE_CHECKING:
+    from vmha.domain.jobs import JobData
+
 NAME_MAX = 64
-FENCE_METHODS = ("ipmi", "redfish", "fence_agent", "agent_watchdog", "manual")
+# check_name's rule as a regular expression (for OpenAPI): 1-64 letters,
+# digits, '-', '_', '.', but not '.' or '..'.
+NAME_PATTERN = (r"^(?:[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}|\.[A-Za-z0-9_-][A-Za-z0-9._-]{0,62}"
+                r"|\.\.[A-Za-z0-9._-]{1,62})$")
+# the characters and length check_name allows, for its quick yes: names are
+# checked on every record read from the store (1,000 hosts to a page)
+_NAME_CHARS = re.compile(rf"[A-Za-z0-9._-]{{1,{NAME_MAX}}}")
+
+
+class FenceMethod(str, enum.Enum):
+    """How a fence level proves a host off (docs/fencing.md)."""
+
+    IPMI = "ipmi"
+    REDFISH = "redfish"
+    FENCE_AGENT = "fence_agent"
+    AGENT_WATCHDOG = "agent_watchdog"  # the agent's self-fence deadline
+    MANUAL = "manual"  # an operator's acknowledgement
+
+
+FENCE_METHODS = tuple(m.value for m in FenceMethod)
+# the methods that can power a host off (the others only prove it off)
+POWER_METHODS = frozenset({FenceMethod.IPMI, FenceMethod.REDFISH, FenceMethod.FENCE_AGENT})
 
 
 class RecoveryMethod(str, enum.Enum):
@@ -56,7 +81,11 @@ HOST_TRANSITIONS: Mapping[HostState, frozenset[HostState]] = {
     HostState.PARTITIONED: frozenset(
         {HostState.UP, HostState.SUSPECT, HostState.FAILED, HostState.MAINTENANCE}
     ),
-    HostState.FAILED: frozenset({HostState.FENCING, HostState.UP, HostState.MAINTENANCE}),
+    # failed -> fenced without fencing: proven dead while fencing was paused
+    # (the BMC reads power off, or the agent's self-fence deadline passed)
+    HostState.FAILED: frozenset(
+        {HostState.FENCING, HostState.FENCED, HostState.UP, HostState.MAINTENANCE}
+    ),
     HostState.FENCING: frozenset({HostState.FENCED, HostState.FAILED, HostState.MAINTENANCE}),
     HostState.FENCED: frozenset({HostState.RECOVERING, HostState.MAINTENANCE}),
     HostState.RECOVERING: frozenset({HostState.RECOVERED, HostState.MAINTENANCE}),
@@ -133,13 +162,18 @@ class SubjectKind(str, enum.Enum):
 
 
 def check_name(field_name: str, value: str) -> str:
-    """A resource name: 1-64 characters of letters, digits, `-`, `_`, `.`."""
+    """A resource name: 1-64 characters of letters, digits, `-`, `_`, `.`,
+    except `.` and `..` (NAME_PATTERN says the same for OpenAPI)."""
+    if isinstance(value, str) and _NAME_CHARS.fullmatch(value) and value not in (".", ".."):
+        return value
     if not value or len(value) > NAME_MAX:
         raise ValidationError(field_name, f"must be 1 to {NAME_MAX} characters long")
     if not all(c.isascii() and (c.isalnum() or c in "-_.") for c in value):
         raise ValidationError(
             field_name, f"{value!r} may contain only letters, digits, '-', '_' and '.'"
         )
+    if value in (".", ".."):  # URLs and paths resolve them: never reachable
+        raise ValidationError(field_name, f"{value!r} is not a usable name")
     return value
 
 
@@ -207,6 +241,8 @@ class Host:
     fence_levels: tuple[tuple[str, ...], ...] = ()
     state_reason: str = ""
     state_since: float = 0.0
+    # The stored record's version (see VERSIONED), not part of its value.
+    version: int = field(default=0, compare=False)
 
     def __post_init__(self) -> None:
         check_name("name", self.name)
@@ -239,11 +275,18 @@ class Instance:
     policy_name: str | None = None
     anti_affinity_group: str | None = None
     spec: InstanceSpec | None = None  # libvirt mode: how vmha defines it
+    version: int = field(default=0, compare=False)  # the stored record's (see VERSIONED)
 
     def __post_init__(self) -> None:
         if not self.id:
             raise ValidationError("id", "must not be empty")
         check_name("name", self.name)
+
+    @property
+    def group_key(self) -> tuple[str, str] | None:
+        """The anti-affinity group scoped by project: two tenants' groups of
+        the same name never meet (None: no group)."""
+        return (self.project, self.anti_affinity_group) if self.anti_affinity_group else None
 
 
 @dataclass(frozen=True)
@@ -264,19 +307,43 @@ class Event:
     id: int = 0
 
 
+class StepState(str, enum.Enum):
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
 @dataclass(frozen=True)
 class JobStep:
     name: str
-    state: str  # "running" | "done" | "failed" | "skipped"
+    state: StepState
     started_at: float
     finished_at: float | None = None
     detail: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state", StepState(self.state))  # "done" is read as DONE
+
+
+_BLANK: Any = None  # Job.data left out: replaced by the kind's blank record
+
+# Optimistic concurrency (DESIGN.md, "One writer"): hosts, instances and jobs
+# carry the version of the stored record they were read from. The store
+# writes a record only while its stored version is still that one (and then
+# adds one), else StaleWrite: a change made on an old copy is refused, never
+# silently written over someone else's. Version 0 means "not read from the
+# store" (a new record, or seeding and tests): such a write is not checked.
+# The version is not part of a record's value: equality ignores it.
+VERSIONED = ("hosts", "instances", "jobs")
 
 
 @dataclass(frozen=True)
 class Job:
     """A durable recovery. `generation` grows on every state change so that
-    late results of an older attempt can be recognised and ignored."""
+    late results of an older attempt can be recognised and ignored. `data`
+    is the kind's typed record (vmha.domain.jobs); left out, the kind's
+    blank record for `subject`."""
 
     id: str
     kind: JobKind
@@ -287,90 +354,18 @@ class Job:
     created_at: float = 0.0
     updated_at: float = 0.0
     reason: str = ""
-    data: Mapping[str, Any] = field(default_factory=dict)
+    # the kind's typed record; None (or a stored mapping) is read with
+    # vmha.domain.jobs.data_from_storage
+    data: JobData = _BLANK
+    version: int = field(default=0, compare=False)  # the stored record's (see VERSIONED)
+
+    def __post_init__(self) -> None:
+        if self.data is None or isinstance(self.data, Mapping):
+            from vmha.domain.jobs import data_from_storage  # jobs imports this module
+
+            record = data_from_storage(self.kind, self.data, self.subject)
+            object.__setattr__(self, "data", record)
 
     @property
     def finished(self) -> bool:
         return self.state in TERMINAL_JOB_STATES
-
-
-HOST_EVENT_SEVERITY: Mapping[HostState, Severity] = {
-    HostState.SUSPECT: Severity.WARNING,
-    HostState.PARTITIONED: Severity.WARNING,
-    HostState.FAILED: Severity.CRITICAL,
-    HostState.FENCING: Severity.WARNING,
-    HostState.FENCED: Severity.WARNING,
-}
-
-
-def transition_host(host: Host, to: HostState, reason: str, now: float) -> tuple[Host, Event]:
-    """Move `host` to `to`, or raise InvalidTransition. Returns the new host
-    and its event (`host.<state>`; maintenance gives `host.maintenance_on`)."""
-    if to not in HOST_TRANSITIONS[host.state]:
-        raise InvalidTransition("host", host.name, host.state.value, to.value)
-    new = replace(host, state=to, state_reason=reason, state_since=now)
-    kind = "host.maintenance_on" if to is HostState.MAINTENANCE else f"host.{to.value}"
-    if host.state is HostState.MAINTENANCE:
-        kind = "host.maintenance_off"
-    event = Event(
-        type=kind,
-        subject=host.name,
-        time=now,
-        subject_kind=SubjectKind.HOST,
-        severity=HOST_EVENT_SEVERITY.get(to, Severity.INFO),
-        payload={
-            "host": host.name,
-            "segment": host.segment,
-            "from": host.state.value,
-            "to": to.value,
-            "reason": reason,
-        },
-    )
-    return new, event
-
-
-def transition_job(job: Job, to: JobState, reason: str, now: float) -> tuple[Job, Event]:
-    """Move `job` to `to` (bumping its generation), or raise."""
-    if to not in JOB_TRANSITIONS[job.state]:
-        raise InvalidTransition("job", job.id, job.state.value, to.value)
-    new = replace(job, state=to, generation=job.generation + 1, reason=reason, updated_at=now)
-    if to is JobState.DONE:
-        kind, severity = "job.done", Severity.INFO
-    elif to is JobState.FAILED:
-        kind, severity = "job.failed", Severity.ERROR
-    else:
-        kind, severity = "job.step", Severity.INFO
-    event = Event(
-        type=kind,
-        subject=job.id,
-        time=now,
-        subject_kind=SubjectKind.JOB,
-        severity=severity,
-        payload={
-            "job": job.id,
-            "kind": job.kind.value,
-            "subject": job.subject,
-            "from": job.state.value,
-            "to": to.value,
-            "reason": reason,
-        },
-    )
-    return new, event
-
-
-def start_step(job: Job, name: str, now: float) -> Job:
-    """Record that step `name` started (before it runs)."""
-    step = JobStep(name=name, state="running", started_at=now)
-    return replace(job, steps=(*job.steps, step), updated_at=now)
-
-
-def finish_step(job: Job, name: str, now: float, ok: bool = True, detail: str = "") -> Job:
-    """Record the end of the latest running step called `name`."""
-    steps = list(job.steps)
-    for i in range(len(steps) - 1, -1, -1):
-        if steps[i].name == name and steps[i].state == "running":
-            steps[i] = replace(
-                steps[i], state="done" if ok else "failed", finished_at=now, detail=detail
-            )
-            return replace(job, steps=tuple(steps), updated_at=now)
-    raise InvalidTransition("job step", f"{job.id}/{name}", "not running", "finished")

@@ -4,6 +4,9 @@ Called by the recovery job (engine) once the failed host is fenced, and
 again for a single instance whose target failed. Pure and deterministic:
 the same input gives the same plan.
 
+`plan_by_cloud` leaves every target to the cloud's own scheduler instead
+(Nova's, `[openstack] target = "scheduler"`), in the same order.
+
 Order: instances by priority (highest first), ties by name then id. Hosts:
 in tiers given by the segment's recovery method (auto: non-reserved hosts;
 reserved_host: reserved only; auto_priority: non-reserved, then reserved;
@@ -21,18 +24,20 @@ bench/planner.py: 10,000 instances over 1,000 hosts in ~0.07 s.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from vmha.domain.model import Capacity, Host, Instance, RecoveryMethod
+from vmha.domain.model import Capacity, Host, Instance, InstanceState, RecoveryMethod
 from vmha.domain.policy import DEFAULT_POLICY, HAPolicy
+
+SCHEDULER = "scheduler"  # a target: the cloud's own scheduler picks the host
 
 
 @dataclass(frozen=True)
 class Placement:
     instance: str  # instance id
     host: str
-    stopped: bool = False  # evacuate_to_stopped
+    stopped: bool = False  # evacuate_to_stopped, or it was stopped
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,7 @@ class Candidate:
 
     host: Host
     used: Capacity = field(default_factory=Capacity)
-    groups: frozenset[str] = frozenset()  # anti-affinity groups present
+    groups: frozenset[tuple[str, str]] = frozenset()  # (project, group) present
 
 
 def tiers(method: RecoveryMethod) -> tuple[bool, ...]:
@@ -72,7 +77,7 @@ def candidates_from(
     """Schedulable hosts with their used capacity and anti-affinity groups."""
     skip = set(exclude)
     used: dict[str, list[int]] = {}
-    groups: dict[str, set[str]] = {}
+    groups: dict[str, set[tuple[str, str]]] = {}
     for inst in placed:
         if inst.host is None:
             continue
@@ -80,8 +85,8 @@ def candidates_from(
         u[0] += inst.resources.vcpus
         u[1] += inst.resources.ram_mb
         u[2] += inst.resources.disk_gb
-        if inst.anti_affinity_group:
-            groups.setdefault(inst.host, set()).add(inst.anti_affinity_group)
+        if inst.group_key is not None:
+            groups.setdefault(inst.host, set()).add(inst.group_key)
     out = []
     for h in hosts:
         if h.name in skip or not h.schedulable:
@@ -99,12 +104,8 @@ def plan(
 ) -> Plan:
     """Place `instances` on `candidates`. `policies` maps instance id to its
     resolved policy (else the inline policy, else the default)."""
-    pols = policies or {}
-
-    def policy(i: Instance) -> HAPolicy:
-        return pols.get(i.id) or i.policy or DEFAULT_POLICY
-
-    order = sorted(instances, key=lambda i: (-policy(i).priority, i.name, i.id))
+    policy = _resolver(policies)
+    order = _by_priority(instances, policy)
     state = _State(candidates, tiers(method))
     placements: list[Placement] = []
     unplaced: list[Unplaced] = []
@@ -113,7 +114,40 @@ def plan(
         if host is None:
             unplaced.append(Unplaced(inst.id, state.failed[state.key(inst)]))
         else:
-            placements.append(Placement(inst.id, host, policy(inst).evacuate_to_stopped))
+            # a stopped instance stays stopped where it lands
+            stopped = policy(inst).evacuate_to_stopped or inst.state is InstanceState.STOPPED
+            placements.append(Placement(inst.id, host, stopped))
+    return Plan(tuple(placements), tuple(unplaced))
+
+
+def _resolver(policies: Mapping[str, HAPolicy] | None) -> Callable[[Instance], HAPolicy]:
+    """An instance's policy: `policies[id]`, else its inline one, else the default."""
+    pols = policies or {}
+    return lambda i: pols.get(i.id) or i.policy or DEFAULT_POLICY
+
+
+def _by_priority(instances: Sequence[Instance],
+                 policy: Callable[[Instance], HAPolicy]) -> list[Instance]:
+    return sorted(instances, key=lambda i: (-policy(i).priority, i.name, i.id))
+
+
+def plan_by_cloud(
+    instances: Sequence[Instance], policies: Mapping[str, HAPolicy] | None = None,
+    refused: frozenset[str] = frozenset(),
+) -> Plan:
+    """Every instance to the cloud's own scheduler (`[openstack] target =
+    "scheduler"`: Nova picks each target), in the same priority order;
+    vmha checks no capacity. One the scheduler failed to place once
+    (`refused`) is unplaceable: the cloud knows no other way to place it."""
+    policy = _resolver(policies)
+    placements: list[Placement] = []
+    unplaced: list[Unplaced] = []
+    for inst in _by_priority(instances, policy):
+        if inst.id in refused:
+            unplaced.append(Unplaced(inst.id, "the cloud's scheduler could not place it"))
+            continue
+        stopped = policy(inst).evacuate_to_stopped or inst.state is InstanceState.STOPPED
+        placements.append(Placement(inst.id, SCHEDULER, stopped))
     return Plan(tuple(placements), tuple(unplaced))
 
 
@@ -151,10 +185,10 @@ class _State:
 
     def __init__(self, candidates: Sequence[Candidate], tier_flags: tuple[bool, ...]) -> None:
         self.free: dict[str, list[int]] = {}
-        self.groups: dict[str, set[str]] = {}
+        self.groups: dict[str, set[tuple[str, str]]] = {}
         self.tiers: list[_Tier] = []
         # demand -> reason; capacity only shrinks during a plan, so it stays true
-        self.failed: dict[tuple[int, int, int, str | None], str] = {}
+        self.failed: dict[tuple[int, int, int, tuple[str, str] | None], str] = {}
         self.too_big: list[tuple[int, int, int]] = []  # resource demands that found no host
         for flag in tier_flags:
             tier = _Tier()
@@ -170,9 +204,9 @@ class _State:
             self.tiers.append(tier)
 
     @staticmethod
-    def key(inst: Instance) -> tuple[int, int, int, str | None]:
+    def key(inst: Instance) -> tuple[int, int, int, tuple[str, str] | None]:
         r = inst.resources
-        return (r.vcpus, r.ram_mb, r.disk_gb, inst.anti_affinity_group)
+        return (r.vcpus, r.ram_mb, r.disk_gb, inst.group_key)
 
     def place(self, inst: Instance, method: RecoveryMethod) -> str | None:
         key = self.key(inst)
@@ -200,7 +234,7 @@ class _State:
     def _take(self, tier: _Tier, inst: Instance) -> tuple[str | None, bool]:
         """Best fitting host of `tier` (claimed), and whether a host was
         skipped only because of the anti-affinity group."""
-        r, group = inst.resources, inst.anti_affinity_group
+        r, group = inst.resources, inst.group_key
         held: list[tuple[int, tuple[int, str]]] = []
         chosen, conflict = None, False
         while (found := tier.best(r.vcpus, r.ram_mb)) is not None:

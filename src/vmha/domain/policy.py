@@ -11,12 +11,28 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from vmha.domain.errors import ValidationError
+from vmha.domain.parse import boolean, enum_value, number, whole
+from vmha.domain.probes import (
+    AppStep,
+    Probe,
+    ProbeKind,
+    guest_agent_fields,
+    parse_steps,
+    probe_from_dict,
+    probe_to_dict,
+    split_tcp,
+)
+from vmha.domain.spec import InstanceSpec
+
+__all__ = ["DEFAULT_POLICY", "AppStep", "CustomFallback", "HAPolicy", "LayerMode", "Probe",
+           "ProbeKind", "WatchdogAction", "agent_watch", "check_cloud", "check_fits"]
 
 PRIORITY_MIN, PRIORITY_MAX = 0, 1000
+PROBES_MAX = 16
 
 
 class LayerMode(str, enum.Enum):
@@ -50,39 +66,6 @@ class CustomFallback(str, enum.Enum):
     NONE = "none"
 
 
-class ProbeKind(str, enum.Enum):
-    HTTP = "http"
-    TCP = "tcp"
-    EXEC = "exec"
-
-
-@dataclass(frozen=True)
-class Probe:
-    """An application probe. `target`: URL (http), port (tcp), command (exec)."""
-
-    kind: ProbeKind
-    target: str
-    interval_s: float = 10.0
-    timeout_s: float = 2.0
-    failure_threshold: int = 3
-
-    def __post_init__(self) -> None:
-        if not self.target:
-            raise ValidationError("target", "must not be empty")
-        if self.kind is ProbeKind.HTTP and not self.target.startswith(("http://", "https://")):
-            raise ValidationError("target", f"{self.target!r} is not an http(s) URL")
-        if self.kind is ProbeKind.TCP and not (
-            self.target.isdigit() and 0 < int(self.target) < 65536
-        ):
-            raise ValidationError("target", f"{self.target!r} is not a TCP port (1-65535)")
-        if not 0 < self.interval_s <= 3600:
-            raise ValidationError("interval_s", "must be in (0, 3600]")
-        if not 0 < self.timeout_s <= self.interval_s:
-            raise ValidationError("timeout_s", "must be positive and at most interval_s")
-        if not 1 <= self.failure_threshold <= 100:
-            raise ValidationError("failure_threshold", "must be 1 to 100")
-
-
 @dataclass(frozen=True)
 class HAPolicy:
     """HA settings of one instance (or a segment's default)."""
@@ -98,6 +81,14 @@ class HAPolicy:
     probes: tuple[Probe, ...] = ()
     custom_deadline_s: float = 30.0
     custom_fallback: CustomFallback = CustomFallback.AUTO
+    # The application escalation: each step runs when the application is
+    # still failing `app_grace_s` after the previous one.
+    app_actions: tuple[AppStep, ...] = (AppStep("reset"),)
+    app_grace_s: float = 30.0
+    # Guest-agent heartbeat (guest-ping) every `guest_ping_s` (0: off); this
+    # many missed in a row make the guest `unresponsive` (guest layer).
+    guest_ping_s: float = 5.0
+    guest_ping_failures: int = 3
 
     def __post_init__(self) -> None:
         if not PRIORITY_MIN <= self.priority <= PRIORITY_MAX:
@@ -110,6 +101,14 @@ class HAPolicy:
             raise ValidationError("window_s", "must be in (0, 604800] seconds")
         if not 0 < self.custom_deadline_s <= 3600:
             raise ValidationError("custom_deadline_s", "must be in (0, 3600] seconds")
+        if not self.app_actions:
+            raise ValidationError("app_actions", "must list at least one step")
+        if not 0 < self.app_grace_s <= 3600:
+            raise ValidationError("app_grace_s", "must be in (0, 3600] seconds")
+        if self.guest_ping_s != 0 and not 1 <= self.guest_ping_s <= 3600:
+            raise ValidationError("guest_ping_s", "must be 0 (off) or in [1, 3600] seconds")
+        if not 1 <= self.guest_ping_failures <= 100:
+            raise ValidationError("guest_ping_failures", "must be 1 to 100")
 
     @property
     def protected(self) -> bool:
@@ -137,15 +136,17 @@ class HAPolicy:
         }
         for key, value in data.items():
             if key in enums:
-                kwargs[key] = _enum(enums[key], key, value)
+                kwargs[key] = enum_value(enums[key], key, value)
             elif key == "probes":
-                kwargs[key] = tuple(_probe(i, p) for i, p in enumerate(value or ()))
+                kwargs[key] = _probes(value)
+            elif key == "app_actions":
+                kwargs[key] = parse_steps(value)
             elif key == "evacuate_to_stopped":
-                kwargs[key] = _bool(key, value)
-            elif key in ("priority", "max_restarts"):
-                kwargs[key] = _int(key, value)
+                kwargs[key] = boolean(key, value)
+            elif key in ("priority", "max_restarts", "guest_ping_failures"):
+                kwargs[key] = whole(key, value)
             else:
-                kwargs[key] = _float(key, value)
+                kwargs[key] = number(key, value)
         return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:
@@ -155,10 +156,9 @@ class HAPolicy:
             if isinstance(value, enum.Enum):
                 value = value.value
             elif f.name == "probes":
-                value = [
-                    {**{k.name: getattr(p, k.name) for k in fields(p)}, "kind": p.kind.value}
-                    for p in value
-                ]
+                value = [probe_to_dict(p) for p in value]
+            elif f.name == "app_actions":
+                value = [str(step) for step in value]
             out[f.name] = value
         return out
 
@@ -166,52 +166,66 @@ class HAPolicy:
 DEFAULT_POLICY = HAPolicy()
 
 
-def _enum(kind: type[enum.Enum], key: str, value: Any) -> Any:
-    try:
-        return kind(value)
-    except ValueError:
-        allowed = ", ".join(repr(m.value) for m in kind)
-        raise ValidationError(key, f"{value!r} is not one of {allowed}") from None
+def _probes(value: Any) -> tuple[Probe, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str | Mapping) or not isinstance(value, list | tuple):
+        raise ValidationError("probes", "must be a list of probes")
+    if len(value) > PROBES_MAX:
+        raise ValidationError("probes", f"at most {PROBES_MAX} probes per policy")
+    return tuple(probe_from_dict(p, f"probes[{i}]") for i, p in enumerate(value))
 
 
-def _int(key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationError(key, f"{value!r} is not a whole number")
-    return value
+def check_fits(policy: HAPolicy, spec: InstanceSpec | None) -> None:
+    """What `policy` asks of the guest exists in its definition `spec`:
+    exec probes and exec steps need the QEMU guest agent channel, a tcp
+    probe without a host needs the spec's address (ValidationError naming
+    the policy field). Without a spec (the cloud defines the guest) nothing
+    can be checked here."""
+    if spec is None:
+        return
+    needs_agent = guest_agent_fields(policy.probes, policy.app_actions)
+    if needs_agent and not spec.guest_agent:
+        raise ValidationError(needs_agent[0], "exec needs the QEMU guest agent channel, and the "
+                              "domain XML has none: add <channel type='unix'><target "
+                              "type='virtio' name='org.qemu.guest_agent.0'/></channel> to its "
+                              "<devices> (and run qemu-ga in the guest)")
+    for index, probe in enumerate(policy.probes):
+        if probe.kind is ProbeKind.TCP and not split_tcp(probe.target)[0] and not spec.ip:
+            raise ValidationError(f"probes[{index}].target", f"{probe.target!r} names no host "
+                                  "and the instance's spec has no address: give HOST:PORT")
 
 
-def _float(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValidationError(key, f"{value!r} is not a number")
-    return float(value)
+def check_cloud(policy: HAPolicy, can_rebuild: bool) -> None:
+    """The configured cloud can run every step of `policy`'s escalation:
+    `rebuild` needs one that rebuilds instances (OpenStack's Nova);
+    ValidationError naming the step otherwise."""
+    for index, step in enumerate(policy.app_actions):
+        if step.kind == "rebuild" and not can_rebuild:
+            raise ValidationError(f"app_actions[{index}]", "rebuild needs the OpenStack "
+                                  "adapter (Nova rebuilds the server from its image); the "
+                                  "configured cloud cannot rebuild an instance: use reset or "
+                                  "restart")
 
 
-def _bool(key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValidationError(key, f"{value!r} is not true or false")
-    return value
-
-
-def _probe(index: int, data: Any) -> Probe:
-    where = f"probes[{index}]"
-    if not isinstance(data, Mapping):
-        raise ValidationError(where, "must be a mapping")
-    allowed = {f.name for f in fields(Probe)}
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ValidationError(f"{where}.{unknown[0]}", "unknown probe key")
-    try:
-        return Probe(
-            kind=_enum(ProbeKind, f"{where}.kind", data.get("kind")),
-            target=str(data.get("target", "")),
-            interval_s=_float(f"{where}.interval_s", data.get("interval_s", 10.0)),
-            timeout_s=_float(f"{where}.timeout_s", data.get("timeout_s", 2.0)),
-            failure_threshold=_int(
-                f"{where}.failure_threshold", data.get("failure_threshold", 3)
-            ),
-        )
-    except ValidationError as exc:
-        if exc.field.startswith(where):
-            raise
-        raise ValidationError(f"{where}.{exc.field}", exc.reason) from None
-
+def agent_watch(policy: HAPolicy, address: str) -> dict[str, Any] | None:
+    """What a host agent checks on an instance with `policy` (its entry in
+    the agent's probe document, ids aside), or None when nothing: the probes
+    unless the app layer is off (a tcp probe without a host gets the
+    instance's `address`, and is left out without one), and the guest-agent
+    ping unless the guest layer is off or `guest_ping_s` is 0."""
+    probes = []
+    if policy.app is not LayerMode.OFF:
+        for probe in policy.probes:
+            if probe.kind is ProbeKind.TCP and not split_tcp(probe.target)[0]:
+                if not address:
+                    continue
+                host = f"[{address}]" if ":" in address else address
+                probe = replace(probe, target=f"{host}:{probe.target}")
+            probes.append(probe_to_dict(probe))
+    ping = None
+    if policy.guest is not LayerMode.OFF and policy.guest_ping_s > 0:
+        ping = {"interval_s": policy.guest_ping_s, "failures": policy.guest_ping_failures}
+    if not probes and ping is None:
+        return None
+    return {"probes": probes, "guest_ping": ping}

@@ -13,18 +13,23 @@ failed) and `failed` (the host came back before it was fenced). The host
 follows: fencing, fenced, recovering, recovered (`host.fence_failed` keeps
 it `failed`).
 
-Everything the job needs to resume lives in `job.data` (plain JSON):
-  host, segment, levels (fence levels), last_seen (last heartbeat),
-  fence: {level, phase ("off" | "confirm"), started, confirmed_by, retry_at},
-  disabled, planned, acked_by, paused_for, resume_to,
-  requested_by (an operator asked for this fence: `vmha host fence`),
-  instances: {id: {state, target, attempt, stopped, reason, excluded}}
-Per-instance states: pending (target chosen), evacuating (start sent),
-verifying, done, replan (its start failed and it was stopped there again:
-plan again, avoiding that host), handed_over (its target failed while it
-was moving: the instance is recorded on the target, whose own recovery
-job fences that host and moves it; re-planning it here could run it
-twice), unplaceable, skipped (policy does not recover it).
+Everything the job needs to resume is its `HostRecoveryData`
+(vmha.domain.jobs): fence levels and progress, the operator's ack or
+request, the pause, and one `Move` per instance. Move states: pending
+(target chosen), evacuating (start sent), verifying, done, replan (its start
+failed and it was stopped there again: plan again, avoiding that host),
+handed_over (its target failed while it was moving: the instance is
+recorded on the target, whose own recovery job fences that host and moves
+it; re-planning it here could run it twice), unplaceable, skipped (policy
+does not recover it).
+
+The agent_watchdog level is proven by peer samples, not by the clock
+alone: its ConfirmFenced runs every `confirm_retry_s`, each answer carries
+a `Sample` (vmha.domain.isolation), and the deadline counts only once an
+unbroken chain of samples shows the host cut off from the controller and
+from a majority of its peers (the agent's own rule) for the whole
+self-fence window; a sample that does not restarts the window (and, while
+fencing actively, passes on to the next level as before).
 
 Every intent carries the job's id and generation; a result whose generation
 (or, for an instance, whose attempt) is not the current one is ignored.
@@ -34,13 +39,23 @@ Safety: Evacuate intents are only produced once the fence is confirmed
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
+from vmha.domain.isolation import CutOffWindow, Sample, observe, proven
+from vmha.domain.jobs import (
+    FencePhase,
+    FenceProgress,
+    HostRecoveryData,
+    Move,
+    MoveState,
+    PauseCause,
+    levels_of,
+)
 from vmha.domain.model import (
+    POWER_METHODS,
     Event,
+    FenceMethod,
     Host,
     HostState,
     Instance,
@@ -49,13 +64,16 @@ from vmha.domain.model import (
     JobKind,
     JobState,
     SubjectKind,
-    transition_job,
 )
-from vmha.domain.planner import Plan
+from vmha.domain.planner import SCHEDULER, Plan
+from vmha.domain.transitions import transition_job
 
-POWER_METHODS = frozenset({"ipmi", "redfish", "fence_agent"})
-DONE_STATES = frozenset({"done", "failed", "unplaceable", "skipped", "handed_over"})
 DEFAULT_LEVELS: tuple[tuple[str, ...], ...] = (("agent_watchdog",), ("manual",))
+SCHEDULED = "the host the cloud's scheduler picks"  # a move's target, in words
+# agent_watchdog: samples that only lack answers are taken again for up to
+# this many self-fence deadlines after the host's last contact; then the
+# level fails as any unproven one (retried on schedule)
+INCONCLUSIVE_SAMPLING = 3
 
 
 # -- intents ------------------------------------------------------------------
@@ -75,15 +93,29 @@ class FenceHost:
 @dataclass(frozen=True)
 class ConfirmFenced:
     """Prove the host is off: power status OFF (power methods), cut off past
-    `deadline` (agent_watchdog) or an operator ack (manual)."""
+    `deadline` (agent_watchdog: one peer sample per intent, see
+    vmha.domain.isolation) or an operator ack (manual). `passive`: a
+    proof looked for while fencing is paused, after no power-off: one
+    status read, never an action."""
 
     job: str
     generation: int
     host: str
     level: int
     methods: tuple[str, ...]
-    deadline: float = 0.0  # agent_watchdog: last_seen + self_fence_deadline_s
-    last_seen: float = 0.0
+    deadline: float = 0.0  # agent_watchdog: last_seen + deadline_s
+    last_seen: float = 0.0  # agent_watchdog: the window's start (its last possible contact)
+    passive: bool = False
+    deadline_s: float = 0.0  # agent_watchdog: the self-fence deadline after the last contact
+    max_gap_s: float = 0.0  # agent_watchdog: samples further apart break the window
+    # agent_watchdog: a sample short of proof only for want of answers (no
+    # heartbeat, no peer reaching it) is taken again until then, not failed
+    sample_until: float = 0.0
+
+
+# How a job's reason for taking a host out of the cloud's scheduling starts
+# (Nova's `disabled_reason`): the inventory knows vmha's own holds by it.
+HOLD_REASON_PREFIX = "vmha job "
 
 
 @dataclass(frozen=True)
@@ -91,6 +123,10 @@ class DisableCompute:
     job: str
     generation: int
     host: str
+
+    @property
+    def reason(self) -> str:
+        return f"{HOLD_REASON_PREFIX}{self.job}: host failed and fenced"
 
 
 @dataclass(frozen=True)
@@ -102,6 +138,7 @@ class PlanEvacuation:
     host: str
     instances: tuple[str, ...]
     exclude: tuple[str, ...] = ()
+    segment: str = ""  # the failed host's segment (the host record may be gone)
 
 
 @dataclass(frozen=True)
@@ -126,26 +163,19 @@ class VerifyInstance:
     attempt: int
 
 
-@dataclass(frozen=True)
-class Publish:
-    events: tuple[Event, ...]
+Intent = FenceHost | ConfirmFenced | DisableCompute | PlanEvacuation | Evacuate | VerifyInstance
 
 
-@dataclass(frozen=True)
-class EnableHost:
-    host: str
-
-
-Intent = (
-    FenceHost | ConfirmFenced | DisableCompute | PlanEvacuation | Evacuate | VerifyInstance
-    | Publish | EnableHost
-)
+def _names(methods: Sequence[FenceMethod]) -> tuple[str, ...]:
+    return tuple(m.value for m in methods)
 
 
 def step_name(intent: Intent) -> str:
     """The name under which an intent is recorded in `job.steps`."""
     if isinstance(intent, FenceHost):
         return f"fence:{intent.level}:{'+'.join(intent.methods)}:off"
+    if isinstance(intent, ConfirmFenced) and intent.passive:
+        return f"proof:{'+'.join(intent.methods)}"
     if isinstance(intent, ConfirmFenced):
         return f"fence:{intent.level}:{'+'.join(intent.methods)}:confirm"
     if isinstance(intent, DisableCompute):
@@ -154,11 +184,7 @@ def step_name(intent: Intent) -> str:
         return "plan"
     if isinstance(intent, Evacuate):
         return f"evacuate:{intent.instance}@{intent.target}#{intent.attempt}"
-    if isinstance(intent, VerifyInstance):
-        return f"verify:{intent.instance}@{intent.target}#{intent.attempt}"
-    if isinstance(intent, EnableHost):
-        return "enable_host"
-    return "publish"
+    return f"verify:{intent.instance}@{intent.target}#{intent.attempt}"
 
 
 @dataclass(frozen=True)
@@ -173,6 +199,8 @@ class Result:
     retry_at: float | None = None
     handed_over: bool = False
     plan: Plan | None = None
+    host: str = ""  # a move to the cloud's scheduler: where it landed
+    sample: Sample | None = None  # agent_watchdog: what the peers said (retry_at: next one)
 
 
 # -- decisions ----------------------------------------------------------------
@@ -208,13 +236,22 @@ class Decision:
 class JobContext:
     """What the engine knows that the job cannot: is recovery allowed now?"""
 
-    blocked: str = ""  # reason fencing/recovery is not allowed (segment paused, isolated)
+    blocked: str = ""  # why no fencing action may run (segment paused, controller isolated)
+    moves_blocked: str = ""  # why even a proven-dead host's instances may not move (isolated)
     fence_allowed_at: float = 0.0  # fence rate limit of the segment
     host_returned: bool = False  # heartbeats healthy for the return period
     host_alive: bool = False  # heartbeating again right now: do not start fencing it
+    host_exists: bool = True  # False: the host's record is gone (deleted, or an old job)
+    proof_retry_s: float = 10.0  # while fencing is paused: look for proof of death this often
     max_parallel: int = 4
     fence_retry_s: float = 60.0
     self_fence_deadline_s: float = 20.0
+    # agent_watchdog: two peer samples further apart than this leave a gap
+    # in which the host may have had contact (confirm_retry_s + probe time)
+    sample_gap_s: float = 4.0
+    # instances whose host policy is `notify` (filled while the job is fenced):
+    # left where they are, each published as `instance.host_failed`
+    notify: frozenset[str] = frozenset()
 
 
 def new_host_job(
@@ -225,69 +262,73 @@ def new_host_job(
 ) -> Job:
     """A pending recovery job for failed `host` and its instances; with
     `requested_by`, an operator's fence through `levels` (power levels only)."""
-    subs: dict[str, Any] = {}
+    moves = {}
     for inst in instances:
         ok = protected.get(inst.id, True)
-        subs[inst.id] = _sub("pending" if ok else "skipped",
-                             reason="" if ok else "policy does not recover it")
-    levels = levels or host.fence_levels or default_levels
-    data = {
-        "host": host.name, "segment": host.segment,
-        "levels": [list(level) for level in levels], "last_seen": last_seen,
-        "fence": {"level": 0, "phase": "off", "started": False, "confirmed_by": None,
-                  "retry_at": 0.0},
-        "disabled": False, "planned": False, "acked_by": None,
-        "paused_for": None, "resume_to": None, "instances": subs,
-        "requested_by": requested_by,
-    }
+        moves[inst.id] = Move(MoveState.PENDING if ok else MoveState.SKIPPED,
+                              reason="" if ok else "policy does not recover it")
+    data = HostRecoveryData(
+        host=host.name, segment=host.segment,
+        levels=levels_of(levels or host.fence_levels or default_levels), last_seen=last_seen,
+        requested_by=requested_by, instances=moves, cut_off=CutOffWindow.starting(last_seen))
     return Job(id=job_id, kind=JobKind.HOST_RECOVERY, subject=host.name, created_at=now,
                updated_at=now, reason=reason, data=data)
 
 
-def _sub(state: str, target: str | None = None, reason: str = "") -> dict[str, Any]:
-    return {"state": state, "target": target, "attempt": 0, "stopped": False,
-            "reason": reason, "excluded": []}
+def host_data(job: Job) -> HostRecoveryData:
+    """The job's record; only host-recovery jobs have one."""
+    assert isinstance(job.data, HostRecoveryData), f"job {job.id} is a {job.kind.value} job"
+    return job.data
 
 
 def acknowledge(job: Job, who: str, now: float) -> Job:
     """An operator says the host is off (manual fence)."""
-    data = _data(job)
-    data["acked_by"] = who
-    data["fence"]["retry_at"] = now
-    return replace(job, data=data, updated_at=now)
+    data = host_data(job)
+    fence = replace(data.fence, retry_at=now)
+    return replace(job, data=replace(data, acked_by=who, fence=fence), updated_at=now)
 
 
 def request_fence(job: Job, who: str, levels: Sequence[Sequence[str]], now: float) -> Job:
     """An operator asks to fence the job's host now through `levels`: the
     fence restarts at the first of them, even if the host still answers."""
-    data = _data(job)
-    data["requested_by"], data["levels"] = who, [list(level) for level in levels]
-    data["fence"].update(level=0, phase="off", retry_at=now)
-    return replace(job, data=data, updated_at=now)
+    data = host_data(job)
+    fence = replace(data.fence, level=0, phase=FencePhase.OFF, retry_at=now)
+    new = replace(data, requested_by=who, levels=levels_of(levels), fence=fence)
+    return replace(job, data=new, updated_at=now)
 
 
 def fence_confirmed(job: Job) -> bool:
     """The job's host is confirmed fenced (BMC, self-fence deadline or ack)."""
-    return bool(job.data.get("fence", {}).get("confirmed_by"))
+    return isinstance(job.data, HostRecoveryData) and bool(job.data.fence.confirmed_by)
 
 
-def _requested(data: Mapping[str, Any]) -> bool:
-    return bool(data.get("requested_by"))
+def fence_started(job: Job) -> bool:
+    """Whether a power-off was requested (the host may be going down)."""
+    return isinstance(job.data, HostRecoveryData) and job.data.fence.started
 
 
-def _data(job: Job) -> dict[str, Any]:
-    return copy.deepcopy(dict(job.data))
+def moving(job: Job, instance: str) -> bool:
+    """Whether the job still has `instance` to move (or is moving it)."""
+    move = host_data(job).instances.get(instance)
+    return move is not None and not move.done
 
 
-def _move(job: Job, to: JobState, reason: str, now: float, data: dict[str, Any]) -> Decision:
-    new, event = transition_job(replace(job, data=data), to, reason, now)
+def _move(job: Job, to: JobState, reason: str, now: float,
+          data: HostRecoveryData | None = None) -> Decision:
+    new, event = transition_job(replace(job, data=data or job.data), to, reason, now)
     return Decision(new, events=(event,))
+
+
+def _with(job: Job, data: HostRecoveryData, now: float) -> Job:
+    return replace(job, data=data, updated_at=now)
 
 
 def decide(job: Job, ctx: JobContext, now: float) -> Decision:
     """What the job should do next. Call only when no intent is in flight."""
     if job.finished:
         return Decision(job)
+    if not ctx.host_exists and not fence_confirmed(job):
+        return _abandon(job, now)
     handler = {
         JobState.PENDING: _decide_pending,
         JobState.PAUSED: _decide_paused,
@@ -296,202 +337,254 @@ def decide(job: Job, ctx: JobContext, now: float) -> Decision:
         JobState.EVACUATING: _decide_evacuating,
         JobState.VERIFYING: _decide_evacuating,
     }[job.state]
-    return handler(job, ctx, now)
+    return handler(job, host_data(job), ctx, now)
 
 
 def _cancel(job: Job, now: float) -> Decision:
     reason = "host returned before it was fenced; nothing was moved"
-    d = _move(job, JobState.FAILED, reason, now, _data(job))
+    d = _move(job, JobState.FAILED, reason, now)
     return replace(d, host_state=HostState.UP, host_reason="heartbeats resumed before fencing")
 
 
-def _pause(job: Job, why: str, reason: str, now: float) -> Decision:
-    data = _data(job)
-    data["paused_for"], data["resume_to"] = why, job.state.value
-    return _move(job, JobState.PAUSED, reason, now, data)
+def _abandon(job: Job, now: float) -> Decision:
+    """The host's record is gone before its fence was confirmed: nothing can
+    fence it (no BMC, no levels) and nothing may move, so the job ends. A
+    job whose fence was confirmed carries on: its instances still need a home."""
+    reason = (f"host {job.subject} no longer exists and was never fenced; "
+              "nothing was moved")
+    return _move(job, JobState.FAILED, reason, now)
 
 
-def _decide_pending(job: Job, ctx: JobContext, now: float) -> Decision:
+def _pause(job: Job, data: HostRecoveryData, reason: str, now: float) -> Decision:
+    paused = replace(data, paused_for=PauseCause.BLOCKED, resume_to=job.state)
+    return _move(job, JobState.PAUSED, reason, now, paused)
+
+
+def _decide_pending(job: Job, data: HostRecoveryData, ctx: JobContext, now: float) -> Decision:
     # an operator's fence goes ahead while the host still answers, and is
     # not held by the rate limit (a person asked, not a storm)
-    requested = _requested(job.data)
+    requested = bool(data.requested_by)
     if ctx.host_returned and not requested:
         return _cancel(job, now)
     if ctx.blocked:
-        return _pause(job, "blocked", ctx.blocked, now)
-    if ctx.host_alive and not _data(job)["acked_by"] and not requested:
+        return _pause(job, data, ctx.blocked, now)
+    if ctx.host_alive and not data.acked_by and not requested:
         return Decision(job, wait_until=None)  # stale verdict: wait for return or failure
-    if not _data(job)["acked_by"] and not requested and ctx.fence_allowed_at > now:
-        return _rate_limited(job, ctx.fence_allowed_at, now)
-    d = _move(job, JobState.FENCING, "fencing the failed host", now, _data(job))
+    if not data.acked_by and not requested and ctx.fence_allowed_at > now:
+        return _rate_limited(job, data, ctx.fence_allowed_at, now)
+    d = _move(job, JobState.FENCING, "fencing the failed host", now)
     return replace(d, host_state=HostState.FENCING, host_reason="fencing started")
 
 
-def _rate_limited(job: Job, until: float, now: float) -> Decision:
+def _rate_limited(job: Job, data: HostRecoveryData, until: float, now: float) -> Decision:
     """Wait for the segment's fence rate limit; say so once per wait."""
-    data = _data(job)
-    if data.get("rate_limited_until") == until:
+    if data.rate_limited_until == until:
         return Decision(job, wait_until=until)
-    data["rate_limited_until"] = until
-    reason = (f"fence rate limit of segment {data['segment']}: fencing "
+    reason = (f"fence rate limit of segment {data.segment}: fencing "
               f"{job.subject} in {until - now:.1f} s")
     event = Event(type="job.step", subject=job.id, time=now, subject_kind=SubjectKind.JOB,
                   payload={"job": job.id, "kind": job.kind.value, "subject": job.subject,
                            "from": job.state.value, "to": job.state.value, "reason": reason})
-    return Decision(replace(job, data=data, updated_at=now), events=(event,), wait_until=until)
+    waiting = _with(job, replace(data, rate_limited_until=until), now)
+    return Decision(waiting, events=(event,), wait_until=until)
 
 
-def _decide_paused(job: Job, ctx: JobContext, now: float) -> Decision:
-    data = _data(job)
-    fence, requested = data["fence"], _requested(data)
-    if ctx.host_returned and not fence["confirmed_by"] and not requested:
+def _decide_paused(job: Job, data: HostRecoveryData, ctx: JobContext, now: float) -> Decision:
+    fence, requested = data.fence, bool(data.requested_by)
+    if ctx.host_returned and not fence.confirmed_by and not requested:
         return _cancel(job, now)
-    if ctx.host_alive and not data["acked_by"] and not fence["confirmed_by"] and not requested:
+    if ctx.host_alive and not data.acked_by and not fence.confirmed_by and not requested:
         return Decision(job, wait_until=None)  # alive again: no fencing while it talks to us
-    if data["paused_for"] == "blocked":
-        if ctx.blocked:
+    if ctx.blocked and not ctx.moves_blocked and not fence.confirmed_by:
+        if data.acked_by:
+            return _fenced(job, data, f"operator {data.acked_by} acknowledged the fence", now)
+        return _prove_dead(job, data, ctx, now)
+    if data.paused_for is PauseCause.BLOCKED:
+        if ctx.blocked and (ctx.moves_blocked or not fence.confirmed_by):
             return Decision(job, wait_until=None)
-        to = JobState(data["resume_to"] or "pending")
-        data["paused_for"] = data["resume_to"] = None
-        return _move(job, to, "recovery resumed", now, data)
+        to = data.resume_to or JobState.PENDING
+        why = ("host proven dead: its instances move while fencing is paused" if ctx.blocked
+               else "recovery resumed")
+        return _move(job, to, why, now, replace(data, paused_for=None, resume_to=None))
     # paused because every fence level failed: retry on schedule or on ack
     if ctx.blocked:
         return Decision(job, wait_until=None)
-    if now < fence["retry_at"] and not data["acked_by"] and not requested:
-        return Decision(job, wait_until=fence["retry_at"])
-    fence.update(level=0, phase="off")
-    data["paused_for"] = data["resume_to"] = None
-    d = _move(job, JobState.FENCING, "retrying fencing", now, data)
+    if now < fence.retry_at and not data.acked_by and not requested:
+        return Decision(job, wait_until=fence.retry_at)
+    retry = replace(data, fence=replace(fence, level=0, phase=FencePhase.OFF),
+                    paused_for=None, resume_to=None)
+    d = _move(job, JobState.FENCING, "retrying fencing", now, retry)
     return replace(d, host_state=HostState.FENCING, host_reason="retrying fencing")
 
 
-def _decide_fencing(job: Job, ctx: JobContext, now: float) -> Decision:
-    data = _data(job)
-    fence, levels = data["fence"], data["levels"]
-    if data["acked_by"]:
-        return _fenced(job, data, f"operator {data['acked_by']} acknowledged the fence", now)
+def _prove_dead(job: Job, data: HostRecoveryData, ctx: JobContext, now: float) -> Decision:
+    """Fencing is paused (mass failure, isolation), so no power-off may be
+    sent; but a host already proven dead may still be recovered: ask every
+    power method of its levels for one status read (OFF proves it), and,
+    with an agent_watchdog level, whether its self-fence deadline passed
+    while it was provably cut off. Again every `proof_retry_s`."""
+    if now < data.fence.proof_at:
+        return Decision(job, wait_until=data.fence.proof_at)
+    intents: list[Intent] = []
+    seen: set[FenceMethod] = set()
+    for level, methods in enumerate(data.levels):
+        for method in methods:
+            if method in seen or method is FenceMethod.MANUAL:
+                continue
+            seen.add(method)
+            intents.append(_confirm_intent(job, data, ctx, level, (method,), passive=True))
+    if not intents:  # manual levels only: an operator's ack is the one proof
+        return Decision(job, wait_until=None)
+    fence = replace(data.fence, proof_at=now + ctx.proof_retry_s)
+    return Decision(_with(job, replace(data, fence=fence), now), tuple(intents))
+
+
+def _decide_fencing(job: Job, data: HostRecoveryData, ctx: JobContext, now: float) -> Decision:
+    fence, levels = data.fence, data.levels
+    if data.acked_by:
+        return _fenced(job, data, f"operator {data.acked_by} acknowledged the fence", now)
     if ctx.blocked:
-        return _pause(job, "blocked", ctx.blocked, now)
-    if fence["level"] >= len(levels):
+        return _pause(job, data, ctx.blocked, now)
+    if fence.level >= len(levels):
         return _fence_failed(job, data, ctx, now)
-    methods = tuple(levels[fence["level"]])
-    if _is_power(methods) and fence["phase"] == "off":
+    methods = levels[fence.level]
+    if _is_power(methods) and fence.phase is FencePhase.OFF:
         return Decision(job, intents=(FenceHost(job.id, job.generation, job.subject,
-                                                fence["level"], methods),))
-    deadline = float(data["last_seen"]) + ctx.self_fence_deadline_s
-    return Decision(job, intents=(ConfirmFenced(job.id, job.generation, job.subject,
-                                                fence["level"], methods, deadline,
-                                                float(data["last_seen"])),))
+                                                fence.level, _names(methods)),))
+    return Decision(job, intents=(_confirm_intent(job, data, ctx, fence.level, methods),))
 
 
-def _is_power(methods: Sequence[str]) -> bool:
+def _confirm_intent(job: Job, data: HostRecoveryData, ctx: JobContext, level: int,
+                    methods: Sequence[FenceMethod], passive: bool = False) -> ConfirmFenced:
+    window = data.cut_off
+    return ConfirmFenced(job.id, job.generation, job.subject, level, _names(methods),
+                         window.deadline(ctx.self_fence_deadline_s), window.since, passive,
+                         ctx.self_fence_deadline_s, ctx.sample_gap_s,
+                         data.last_seen + INCONCLUSIVE_SAMPLING * ctx.self_fence_deadline_s)
+
+
+def _is_power(methods: Sequence[FenceMethod]) -> bool:
     return all(m in POWER_METHODS for m in methods)
 
 
-def _fenced(job: Job, data: dict[str, Any], reason: str, now: float) -> Decision:
-    data["fence"]["confirmed_by"] = reason
-    d = _move(job, JobState.FENCED, reason, now, data)
+def _fenced(job: Job, data: HostRecoveryData, reason: str, now: float) -> Decision:
+    fenced = replace(data, fence=replace(data.fence, confirmed_by=reason), paused_for=None,
+                     resume_to=None)
+    d = _move(job, JobState.FENCED, reason, now, fenced)
     return replace(d, host_state=HostState.FENCED, host_reason=reason)
 
 
-def _fence_failed(job: Job, data: dict[str, Any], ctx: JobContext, now: float) -> Decision:
-    if _requested(data) and ctx.host_alive:
+def _fence_failed(job: Job, data: HostRecoveryData, ctx: JobContext, now: float) -> Decision:
+    if data.requested_by and ctx.host_alive:
         return _request_failed(job, data, now)
-    data["requested_by"] = None  # retried on schedule from now on, like any fence
-    data["fence"].update(level=0, phase="off", retry_at=now + ctx.fence_retry_s)
-    data["paused_for"], data["resume_to"] = "fence_failed", "fencing"
+    # retried on schedule from now on, like any fence
+    fence = replace(data.fence, level=0, phase=FencePhase.OFF, retry_at=now + ctx.fence_retry_s)
+    paused = replace(data, requested_by=None, fence=fence, paused_for=PauseCause.FENCE_FAILED,
+                     resume_to=JobState.FENCING)
     reason = (f"every fence level failed; nothing will be recovered; retrying in "
               f"{ctx.fence_retry_s:g} s or on operator fence-ack")
-    d = _move(job, JobState.PAUSED, reason, now, data)
+    d = _move(job, JobState.PAUSED, reason, now, paused)
     return replace(d, host_state=HostState.FAILED, host_reason=reason,
                    host_event="host.fence_failed")
 
 
-def _request_failed(job: Job, data: dict[str, Any], now: float) -> Decision:
+def _request_failed(job: Job, data: HostRecoveryData, now: float) -> Decision:
     """An operator's fence failed on every level while the host still
     answers: it keeps running its instances, so nothing may move."""
-    reason = (f"operator {data['requested_by']}'s fence failed on every level and "
+    reason = (f"operator {data.requested_by}'s fence failed on every level and "
               f"{job.subject} still answers: left up, nothing was moved")
-    d = _move(job, JobState.FAILED, reason, now, data)
+    d = _move(job, JobState.FAILED, reason, now)
     return replace(d, host_state=HostState.UP, host_reason=reason,
                    host_event="host.fence_failed")
 
 
-def _decide_fenced(job: Job, ctx: JobContext, now: float) -> Decision:
-    data = _data(job)
-    if not data["disabled"]:
+def _decide_fenced(job: Job, data: HostRecoveryData, ctx: JobContext, now: float) -> Decision:
+    if not data.disabled:
         return Decision(job, intents=(DisableCompute(job.id, job.generation, job.subject),))
-    if ctx.blocked:
-        return _pause(job, "blocked", ctx.blocked, now)
-    if not data["planned"]:
-        todo = tuple(sorted(i for i, s in data["instances"].items() if s["state"] == "pending"))
+    if ctx.moves_blocked:  # a fenced host is proven dead: only isolation holds it
+        return _pause(job, data, ctx.moves_blocked, now)
+    if not data.planned:
+        todo = tuple(sorted(i for i, m in data.instances.items()
+                            if m.state is MoveState.PENDING))
         return Decision(job, intents=(PlanEvacuation(job.id, job.generation, job.subject,
-                                                     todo),))
-    d = _move(job, JobState.EVACUATING, "moving instances", now, data)
-    # instances whose policy does not recover them went down with the host
-    stopped = tuple(
-        InstanceUpdate(iid, "", f"its host {job.subject} was fenced; policy does not recover it",
-                       InstanceState.STOPPED, only_if_hosts=(job.subject,))
-        for iid, sub in sorted(data["instances"].items()) if sub["state"] == "skipped")
+                                                     todo, segment=data.segment),))
+    d = _move(job, JobState.EVACUATING, "moving instances", now)
+    stopped = tuple(_left_behind(job, data, iid, iid in ctx.notify)
+                    for iid, m in sorted(data.instances.items()) if m.state is MoveState.SKIPPED)
     return replace(d, host_state=HostState.RECOVERING, host_reason="moving its instances",
                    instances=stopped)
 
 
-def _decide_evacuating(job: Job, ctx: JobContext, now: float) -> Decision:
-    data = _data(job)
-    subs: dict[str, dict[str, Any]] = data["instances"]
-    replan = tuple(sorted(i for i, s in subs.items() if s["state"] == "replan"))
-    if replan and not ctx.blocked:
-        excluded = sorted({h for i in replan for h in subs[i]["excluded"]})
+def _left_behind(job: Job, data: HostRecoveryData, iid: str, notify: bool) -> InstanceUpdate:
+    """An instance whose policy does not recover it went down with the host;
+    one whose host policy is `notify` is published (its owner acts: the
+    host is fenced, so moving it now is safe)."""
+    if notify:
+        return InstanceUpdate(iid, "instance.host_failed",
+                              f"host {job.subject} failed and was fenced "
+                              f"({data.fence.confirmed_by}); host policy notify: not moved",
+                              InstanceState.STOPPED, only_if_hosts=(job.subject,))
+    return InstanceUpdate(iid, "", f"its host {job.subject} was fenced; policy does not "
+                                   "recover it", InstanceState.STOPPED,
+                          only_if_hosts=(job.subject,))
+
+
+def _decide_evacuating(job: Job, data: HostRecoveryData, ctx: JobContext,
+                       now: float) -> Decision:
+    moves = data.instances
+    replan = tuple(sorted(i for i, m in moves.items() if m.state is MoveState.REPLAN))
+    if replan and not ctx.moves_blocked:
+        excluded = tuple(sorted({h for i in replan for h in moves[i].excluded}))
         return Decision(job, intents=(PlanEvacuation(job.id, job.generation, job.subject,
-                                                     replan, tuple(excluded)),))
+                                                     replan, excluded, data.segment),))
     intents: list[Intent] = []
-    for iid in sorted(subs):
-        s = subs[iid]
-        if s["state"] == "verifying":
-            intents.append(VerifyInstance(job.id, job.generation, iid, s["target"],
-                                          s["stopped"], s["attempt"]))
-        elif s["state"] == "evacuating":  # interrupted by a restart
-            intents.append(_evacuate(job, iid, s, resume=True))
+    for iid in sorted(moves):
+        m = moves[iid]
+        if m.state is MoveState.VERIFYING:
+            intents.append(VerifyInstance(job.id, job.generation, iid, str(m.target),
+                                          m.stopped, m.attempt))
+        elif m.state is MoveState.EVACUATING:  # interrupted by a restart
+            intents.append(_evacuate(job, iid, m, resume=True))
     updates: list[InstanceUpdate] = []
     slots = ctx.max_parallel - len(intents)
-    for iid in _by_order(subs):
-        if ctx.blocked or slots <= 0:
+    for iid in _by_order(moves):
+        if ctx.moves_blocked or slots <= 0:
             break
-        s = subs[iid]
-        s["state"], s["attempt"] = "evacuating", s["attempt"] + 1
-        intents.append(_evacuate(job, iid, s, resume=False))
+        m = replace(moves[iid], state=MoveState.EVACUATING, attempt=moves[iid].attempt + 1)
+        data = data.with_move(iid, m)
+        intents.append(_evacuate(job, iid, m, resume=False))
+        by_cloud = m.target == SCHEDULER  # recorded where it is until it landed
         updates.append(InstanceUpdate(iid, "instance.evacuating",
-                                      f"moving from {job.subject} to {s['target']}",
-                                      InstanceState.RECOVERING, s["target"],
-                                      only_if_hosts=(job.subject, *s["excluded"])))
+                                      f"moving from {job.subject} to "
+                                      f"{SCHEDULED if by_cloud else m.target}",
+                                      InstanceState.RECOVERING, None if by_cloud else m.target,
+                                      only_if_hosts=(job.subject, *m.excluded)))
         slots -= 1
     if intents:
         return Decision(replace(job, data=data), tuple(intents), instances=tuple(updates))
-    return _finish_or_wait(job, data, ctx, now)
+    return _finish_or_wait(job, data, now)
 
 
-def _by_order(subs: Mapping[str, Mapping[str, Any]]) -> list[str]:
+def _by_order(moves: Mapping[str, Move]) -> list[str]:
     """Pending instances in plan order (the planner's priority order)."""
-    pending = [i for i, s in subs.items() if s["state"] == "pending" and s["target"]]
-    return sorted(pending, key=lambda i: (subs[i].get("order", 0), i))
+    pending = [i for i, m in moves.items() if m.state is MoveState.PENDING and m.target]
+    return sorted(pending, key=lambda i: (moves[i].order, i))
 
 
-def _evacuate(job: Job, iid: str, s: Mapping[str, Any], resume: bool) -> Evacuate:
-    return Evacuate(job.id, job.generation, iid, job.subject, s["target"], s["stopped"],
-                    s["attempt"], resume)
+def _evacuate(job: Job, iid: str, m: Move, resume: bool) -> Evacuate:
+    return Evacuate(job.id, job.generation, iid, job.subject, str(m.target), m.stopped,
+                    m.attempt, resume)
 
 
-def _finish_or_wait(job: Job, data: dict[str, Any], ctx: JobContext, now: float) -> Decision:
-    subs = data["instances"]
-    if any(s["state"] not in DONE_STATES for s in subs.values()):
+def _finish_or_wait(job: Job, data: HostRecoveryData, now: float) -> Decision:
+    if any(not m.done for m in data.instances.values()):
         return Decision(job, wait_until=None)  # blocked: wait for a poke
     counts: dict[str, int] = {}
-    for s in subs.values():
-        counts[s["state"]] = counts.get(s["state"], 0) + 1
+    for m in data.instances.values():
+        counts[m.state.value] = counts.get(m.state.value, 0) + 1
     summary = ", ".join(f"{n} {state.replace('_', ' ')}" for state, n in sorted(counts.items()))
     summary = summary or "no instances"
-    d = _move(job, JobState.DONE, f"recovery finished: {summary}", now, data)
+    d = _move(job, JobState.DONE, f"recovery finished: {summary}", now)
     return replace(d, host_state=HostState.RECOVERED, host_reason=f"recovered: {summary}")
 
 
@@ -501,85 +594,117 @@ def _finish_or_wait(job: Job, data: dict[str, Any], ctx: JobContext, now: float)
 def apply(job: Job, result: Result, now: float) -> Decision:
     """Fold one intent's outcome into the job; stale results are ignored."""
     intent = result.intent
-    if isinstance(intent, Publish | EnableHost) or intent.generation != job.generation:
+    if intent.generation != job.generation:
         return Decision(job)
-    data = _data(job)
+    data = host_data(job)
     if isinstance(intent, FenceHost):
         return _apply_fence_off(job, data, result, now)
     if isinstance(intent, ConfirmFenced):
-        return _apply_confirm(job, data, result, now)
-    if isinstance(intent, DisableCompute):
-        data["disabled"] = True  # a failure to disable does not block recovery
-        return Decision(replace(job, data=data, updated_at=now))
+        return _apply_confirm(job, data, intent, result, now)
+    if isinstance(intent, DisableCompute):  # a failure to disable does not block recovery
+        return Decision(_with(job, replace(data, disabled=True), now))
     if isinstance(intent, PlanEvacuation):
         return _apply_plan(job, data, result, now)
-    return _apply_instance(job, data, result, now)
+    return _apply_instance(job, data, intent, result, now)
 
 
-def _apply_fence_off(job: Job, data: dict[str, Any], r: Result, now: float) -> Decision:
-    fence = data["fence"]
-    if r.ok:
-        fence["phase"], fence["started"] = "confirm", True
-    else:
-        fence["level"], fence["phase"] = fence["level"] + 1, "off"
-    return Decision(replace(job, data=data, updated_at=now))
+def _next_level(fence: FenceProgress) -> FenceProgress:
+    return replace(fence, level=fence.level + 1, phase=FencePhase.OFF)
 
 
-def _apply_confirm(job: Job, data: dict[str, Any], r: Result, now: float) -> Decision:
-    fence = data["fence"]
+def _apply_fence_off(job: Job, data: HostRecoveryData, r: Result, now: float) -> Decision:
+    fence = (replace(data.fence, phase=FencePhase.CONFIRM, started=True) if r.ok
+             else _next_level(data.fence))
+    return Decision(_with(job, replace(data, fence=fence), now))
+
+
+def _apply_confirm(job: Job, data: HostRecoveryData, intent: ConfirmFenced, r: Result,
+                   now: float) -> Decision:
+    if r.sample is not None:
+        return _apply_sample(job, data, intent, r, r.sample, now)
     if r.ok:
         return _fenced(job, data, r.detail, now)
+    return _not_confirmed(job, data, intent, r, now)
+
+
+def _apply_sample(job: Job, data: HostRecoveryData, intent: ConfirmFenced, r: Result,
+                  sample: Sample, now: float) -> Decision:
+    """One peer sample of an agent_watchdog proof (vmha.domain.isolation):
+    fenced once the chain of cut-off samples reaches the deadline; a sample
+    short of "cut off" restarts the window, and while fencing actively the
+    level then fails as any unproven level does (the next level, then the
+    retry on schedule, sample a fresh window)."""
+    window = observe(data.cut_off, sample, intent.max_gap_s)
+    data = replace(data, cut_off=window)
+    if proven(window, intent.deadline_s):
+        return _fenced(job, data, (
+            f"agent self-fence deadline passed: cut off for {sample.at - window.since:.1f} s "
+            f"({window.samples} peer samples in a row)"), now)
+    if intent.passive or sample.cut_off:
+        return _not_confirmed(job, data, intent, r, now, saved=True)
+    if r.retry_at is not None and sample.at < intent.sample_until:
+        # too few peers answered to tell, and none reached it: no sign of
+        # contact, so the (restarted) window is sampled on rather than the
+        # level failed (a peer that failed meanwhile is no evidence of life)
+        return _not_confirmed(job, data, intent, r, now, saved=True)
+    return Decision(_with(job, replace(data, fence=_next_level(data.fence)), now))
+
+
+def _not_confirmed(job: Job, data: HostRecoveryData, intent: ConfirmFenced, r: Result,
+                   now: float, saved: bool = False) -> Decision:
+    """No proof yet: ask again when the result says (or at the next proof
+    time while paused), else the level failed. `saved`: `data` differs from
+    the job's and must be kept."""
+    if saved:
+        job = _with(job, data, now)
+    if intent.passive:  # no proof yet: look again at the next proof time
+        proof_at = data.fence.proof_at or now
+        if r.retry_at is not None and r.retry_at < proof_at:
+            fence = replace(data.fence, proof_at=r.retry_at)
+            return Decision(_with(job, replace(data, fence=fence), now), wait_until=r.retry_at)
+        return Decision(job, wait_until=proof_at)
     if r.retry_at is not None:
         return Decision(job, wait_until=r.retry_at)
-    fence["level"], fence["phase"] = fence["level"] + 1, "off"
-    return Decision(replace(job, data=data, updated_at=now))
+    return Decision(_with(job, replace(data, fence=_next_level(data.fence)), now))
 
 
-def _apply_plan(job: Job, data: dict[str, Any], r: Result, now: float) -> Decision:
-    subs = data["instances"]
+def _apply_plan(job: Job, data: HostRecoveryData, r: Result, now: float) -> Decision:
     plan = r.plan or Plan()
     updates: list[InstanceUpdate] = []
     for order, p in enumerate(plan.placements):
-        s = subs[p.instance]
-        s.update(state="pending", target=p.host, stopped=p.stopped, order=order)
+        m = replace(data.instances[p.instance], state=MoveState.PENDING, target=p.host,
+                    stopped=p.stopped, order=order)
+        data = data.with_move(p.instance, m)
     for u in plan.unplaced:
-        subs[u.instance].update(state="unplaceable", reason=u.reason)
+        m = replace(data.instances[u.instance], state=MoveState.UNPLACEABLE, reason=u.reason)
+        data = data.with_move(u.instance, m)
         updates.append(InstanceUpdate(u.instance, "instance.unplaceable", u.reason,
                                       InstanceState.ERROR, only_if_hosts=(job.subject,)))
-    data["planned"] = True
-    return Decision(replace(job, data=data, updated_at=now), instances=tuple(updates))
+    return Decision(_with(job, replace(data, planned=True), now), instances=tuple(updates))
 
 
-def _apply_instance(job: Job, data: dict[str, Any], r: Result, now: float) -> Decision:
-    intent = r.intent
-    assert isinstance(intent, Evacuate | VerifyInstance)
-    s = data["instances"].get(intent.instance)
-    if s is None or s["attempt"] != intent.attempt:
+def _apply_instance(job: Job, data: HostRecoveryData, intent: Evacuate | VerifyInstance,
+                    r: Result, now: float) -> Decision:
+    m = data.instances.get(intent.instance)
+    if m is None or m.attempt != intent.attempt:
         return Decision(job)  # an older attempt
     updates: list[InstanceUpdate] = []
     if r.ok and isinstance(intent, Evacuate):
-        s["state"] = "verifying"
+        m = replace(m, state=MoveState.VERIFYING)
     elif r.ok:
-        s["state"] = "done"
+        m = replace(m, state=MoveState.DONE)
         state = InstanceState.STOPPED if intent.stopped else InstanceState.RUNNING
+        by_cloud = intent.target == SCHEDULER
+        where = r.host if by_cloud else intent.target
         updates.append(InstanceUpdate(intent.instance, "instance.evacuated",
-                                      f"now {state.value} on {intent.target}", state,
-                                      intent.target, only_if_hosts=(intent.target,)))
+                                      f"now {state.value} on {where or SCHEDULED}", state,
+                                      where or None, only_if_hosts=(
+                                          job.subject if by_cloud else intent.target,)))
     elif r.handed_over:
-        s.update(state="handed_over", reason=r.detail)
+        m = replace(m, state=MoveState.HANDED_OVER, reason=r.detail)
     else:
-        s["state"] = "replan"
-        s["excluded"] = sorted({*s["excluded"], intent.target})
-        s["reason"] = r.detail
-    return Decision(replace(job, data=data, updated_at=now), instances=tuple(updates))
-
-
-def fence_started(job: Job) -> bool:
-    """Whether a power-off was requested (the host may be going down)."""
-    return bool(job.data.get("fence", {}).get("started"))
-
-
-def subs_of(job: Job) -> Mapping[str, Mapping[str, Any]]:
-    subs: Mapping[str, Mapping[str, Any]] = job.data.get("instances", {})
-    return subs
-
+        m = replace(m, state=MoveState.REPLAN, excluded=tuple(sorted({*m.excluded,
+                                                                       intent.target})),
+                    reason=r.detail)
+    return Decision(_with(job, data.with_move(intent.instance, m), now),
+                    instances=tuple(updates))

@@ -5,14 +5,21 @@ Called by the engine when an agent reports an instance event ("stopped",
 history and `now` come in; a `Reaction` (what to publish, whether and when
 to restart, the new recorded state) comes out.
 
-Layers: an unexpected stop, a crash (pvpanic) and a watchdog are the guest
+Layers: an unexpected stop, a crash (pvpanic), a watchdog and a guest
+whose guest agent stopped answering (`guest_unresponsive`) are the guest
 layer (`policy.guest`); an application probe failure is the app layer
 (`policy.app`). Modes: `off` ignores; `notify` publishes the event and does
 nothing else; `custom` publishes it and asks the user (`Reaction.ask`, see
-vmha.domain.decisions); `auto` and `auto+notify` publish and restart.
-Restarts back off (base, 2x base, 4x base ... capped)
-and at most `max_restarts` happen per `window_s`; when the budget is spent
-vmha stops trying and publishes `instance.recovery_failed`.
+vmha.domain.decisions); `auto` and `auto+notify` publish and recover: the
+`Reaction.steps` run as an instance_recovery job (vmha.domain.escalation):
+a guest restart (destroy + start; a reset for an unresponsive guest), or
+the application's `app_actions` escalation. Guest restarts back off (base,
+2x base, 4x base ... capped); the first step of an application escalation
+runs at once (an in-guest restart is cheap) and later ones back off from
+the restarts already in the window. At most `max_restarts` happen per
+`window_s`; when the budget is spent vmha stops trying and publishes
+`instance.recovery_failed`. `history` (the restart times) comes from the
+store (vmha.domain.escalation.restart_times).
 
 Watchdog actions reset/poweroff/pause are applied by the hypervisor itself:
 vmha records the resulting state and publishes. `restart` (destroy + start)
@@ -24,12 +31,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from vmha.domain import backoff
 from vmha.domain.model import Event, Instance, InstanceState, Severity, SubjectKind
 from vmha.domain.policy import DEFAULT_POLICY, HAPolicy, LayerMode, WatchdogAction
 
 INSTANCE_EVENT_KINDS = frozenset(
-    {"started", "stopped", "crashed", "watchdog", "app_failed", "app_ok"}
+    {"started", "stopped", "crashed", "watchdog", "app_failed", "app_ok", "app_recovered",
+     "guest_unresponsive", "guest_responsive"}
 )
+# the instance is well again: a pending recovery is not needed any more
+RECOVERED_KINDS = frozenset({"started", "app_ok", "app_recovered", "guest_responsive"})
 
 
 @dataclass(frozen=True)
@@ -39,7 +50,7 @@ class Backoff:
 
     def delay(self, attempt: int) -> float:
         """Delay before restart number `attempt` (0-based) within the window."""
-        return float(min(self.max_s, self.base_s * (2 ** min(attempt, 30))))
+        return backoff.delay_s(attempt, self.base_s, self.max_s)
 
 
 @dataclass(frozen=True)
@@ -48,10 +59,16 @@ class Reaction:
 
     events: tuple[Event, ...] = ()
     state: InstanceState | None = None  # new recorded state, if it changes
-    restart_in: float | None = None  # restart after this many seconds
-    restart_kind: str = "restart"  # "restart" (stop + start) or "reset" (app)
-    cancel_restart: bool = False  # a pending restart is no longer needed
+    restart_in: float | None = None  # recover after this many seconds
+    steps: tuple[str, ...] = ()  # how: the escalation's steps, in order
+    layer: str = "guest"  # the layer that failed: guest | app
+    cancel_restart: bool = False  # a pending recovery is no longer needed
     ask: str | None = None  # custom policy: ask the user about this layer
+
+    @property
+    def restart_kind(self) -> str:
+        """The first step ("restart", "reset", "exec:...")."""
+        return self.steps[0] if self.steps else ""
 
 
 def recent(history: Sequence[float], now: float, window_s: float) -> list[float]:
@@ -70,25 +87,38 @@ def instance_event(
 ) -> Reaction:
     """Decide about event `kind` of `instance`; `history`: its restart times."""
     pol = policy or instance.policy or DEFAULT_POLICY
-    if kind in ("started", "app_ok"):
+    if kind in RECOVERED_KINDS:
         state = InstanceState.RUNNING if kind == "started" else None
-        return Reaction(state=state, cancel_restart=True)
+        recovered = None
+        if kind in ("app_ok", "app_recovered") and pol.app is not LayerMode.OFF:
+            recovered = make_event(instance, "instance.app_recovered", now,
+                                   _with("application probes pass again", detail))
+        return Reaction(() if recovered is None else (recovered,), state, cancel_restart=True)
     if kind == "watchdog":
         return _watchdog(instance, pol, history, now, backoff, detail)
-    mode = pol.app if kind == "app_failed" else pol.guest
+    app = kind == "app_failed"
+    mode = pol.app if app else pol.guest
     if mode is LayerMode.OFF:
         return Reaction()
-    etype = "instance.app_failed" if kind == "app_failed" else "instance.crashed"
+    etype = {"app_failed": "instance.app_failed",
+             "guest_unresponsive": "instance.guest_unresponsive"}.get(kind, "instance.crashed")
     what = {"stopped": "stopped unexpectedly", "crashed": "crashed",
-            "app_failed": "application probe failed"}[kind]
+            "app_failed": "application probe failed",
+            "guest_unresponsive": "guest agent stopped answering"}[kind]
     event = make_event(instance, etype, now, _with(what, detail), Severity.WARNING)
-    state = None if kind == "app_failed" else InstanceState.CRASHED
+    # An unresponsive guest still runs (hung): its state stays as recorded.
+    state = None if kind in ("app_failed", "guest_unresponsive") else InstanceState.CRASHED
     if mode is LayerMode.CUSTOM:
-        return Reaction((event,), state, ask="app" if kind == "app_failed" else "guest")
+        return Reaction((event,), state, ask="app" if app else "guest")
     if not mode.recovers:
         return Reaction((event,), state)
-    restart_kind = "reset" if kind == "app_failed" else "restart"
-    return _budgeted(instance, pol, history, now, backoff, (event,), state, restart_kind)
+    if app:
+        steps = tuple(str(s) for s in pol.app_actions)
+        return _budgeted(instance, pol, history, now, backoff, (event,), state, steps, "app")
+    step = "reset" if kind == "guest_unresponsive" else "restart"
+    if kind == "guest_unresponsive" and pol.watchdog_action is WatchdogAction.RESTART:
+        step = "restart"
+    return _budgeted(instance, pol, history, now, backoff, (event,), state, (step,), "guest")
 
 
 def _watchdog(
@@ -111,15 +141,15 @@ def _watchdog(
     if pol.guest is LayerMode.CUSTOM:
         return Reaction((event,), InstanceState.CRASHED, ask="guest")
     if action is WatchdogAction.RESTART and pol.guest.recovers:
-        return _budgeted(
-            instance, pol, history, now, backoff, (event,), InstanceState.CRASHED, "restart"
-        )
+        return _budgeted(instance, pol, history, now, backoff, (event,), InstanceState.CRASHED,
+                         ("restart",), "guest")
     return Reaction((event,))
 
 
 def _budgeted(
     instance: Instance, pol: HAPolicy, history: Sequence[float], now: float,
-    backoff: Backoff, events: tuple[Event, ...], state: InstanceState | None, kind: str,
+    backoff: Backoff, events: tuple[Event, ...], state: InstanceState | None,
+    steps: tuple[str, ...], layer: str,
 ) -> Reaction:
     used = recent(history, now, pol.window_s)
     if len(used) >= pol.max_restarts:
@@ -129,7 +159,11 @@ def _budgeted(
         )
         failed = make_event(instance, "instance.recovery_failed", now, reason, Severity.ERROR)
         return Reaction((*events, failed), InstanceState.ERROR if state else None)
-    return Reaction(events, state, restart_in=backoff.delay(len(used)), restart_kind=kind)
+    if layer == "app":  # the first in-guest restart at once, later ones back off
+        delay = backoff.delay(len(used) - 1) if used else 0.0
+    else:
+        delay = backoff.delay(len(used))
+    return Reaction(events, state, restart_in=delay, steps=steps, layer=layer)
 
 
 def make_event(

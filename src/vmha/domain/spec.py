@@ -16,6 +16,7 @@ Standard library only; nothing here touches files or libvirt.
 from __future__ import annotations
 
 import ipaddress
+import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -24,6 +25,7 @@ from vmha.domain.errors import ValidationError
 
 XML_MAX = 200_000
 _TEXT_MAX = 1024
+GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
 
 
 def _check_address(value: str) -> None:
@@ -97,6 +99,12 @@ class InstanceSpec:
             raise ValidationError("watchdog_s", "must be 1 to 60 seconds")
 
     @property
+    def guest_agent(self) -> bool:
+        """Whether the domain has the QEMU guest agent channel (the template
+        always has it; a domain XML must declare it)."""
+        return not self.xml or has_guest_agent_channel(self.xml)
+
+    @property
     def ip(self) -> str:
         """The guest's address without the prefix ('' when none)."""
         return self.address.split("/", 1)[0]
@@ -117,3 +125,14 @@ class InstanceSpec:
         default = InstanceSpec(image="x")
         return {f.name: getattr(self, f.name) for f in fields(self)
                 if f.name == "image" or getattr(self, f.name) != getattr(default, f.name)}
+
+
+def has_guest_agent_channel(xml: str) -> bool:
+    """A `<channel>` whose virtio target is org.qemu.guest_agent.0 (False
+    for XML that does not parse: libvirt refuses it anyway)."""
+    try:
+        root = ET.fromstring(xml)  # noqa: S314 - expat >= 2.4 bounds entity expansion
+    except ET.ParseError:
+        return False
+    return any(t.get("name") == GUEST_AGENT_CHANNEL and t.get("type") == "virtio"
+               for t in root.iterfind("./devices/channel/target"))

@@ -1,6 +1,6 @@
 """Custom decisions at run time: ask, wait for the answer or the deadline, act.
 
-Called by the Controller: `request` when a layer with a `custom` policy
+Called by the Engine: `request` when a layer with a `custom` policy
 fails (guest and app layers from the InstanceWatcher; the host layer from
 the JobRunner, only once the host's fence is confirmed), `answer` for
 `POST /v1/decisions/{token}`, `resume` at start-up. Each pending decision
@@ -26,15 +26,16 @@ from vmha.domain.errors import Conflict, NotFound, VmhaError
 from vmha.domain.model import Job, JobKind, JobState, Severity
 from vmha.domain.policy import HAPolicy
 from vmha.engine.actions import ActionRunner
-from vmha.engine.state import Cluster, list_all
+from vmha.engine.state import Cluster
 from vmha.engine.tasks import cancel_all
-from vmha.ports import Clock, IdGen
+from vmha.ports import Clock, IdGen, list_all
 
 log = logging.getLogger("vmha.engine.decisions")
 
-# Restart history of an instance (the InstanceWatcher's), for the budget
-# that an `auto` fallback of the guest and app layers respects.
-History = Callable[[str], list[float]]
+# The restarts an instance's budget used within a window (the
+# InstanceWatcher's, read from the store), for the budget that an `auto`
+# fallback of the guest and app layers respects: (instance, now, window_s).
+History = Callable[[str, float, float], list[float]]
 
 
 class DecisionKeeper:
@@ -49,6 +50,10 @@ class DecisionKeeper:
         # production, deterministic in the simulator so its logs repeat.
         self.secret = ids.new_id
         self.timers: dict[str, asyncio.Task[None]] = {}
+        # The app layer's `auto` fallback: open the instance's escalation job
+        # for a settled decision (the Engine wires the InstanceWatcher's);
+        # None when none was opened (one runs already, the instance is gone).
+        self.escalate: Callable[[Job], Job | None] | None = None
 
     # -- asking -----------------------------------------------------------------
 
@@ -69,7 +74,6 @@ class DecisionKeeper:
         job, event = decisions.new_decision(self.ids.new_id(), self.secret(), req, policy,
                                             self.clock.now(), allowed)
         self.cluster.store.create_job(job, [event])
-        self.cluster.note_sent([event])
         self._arm(job)
         return job
 
@@ -85,14 +89,13 @@ class DecisionKeeper:
 
     def _arm(self, job: Job) -> None:
         if job.id not in self.timers or self.timers[job.id].done():
-            self.timers[job.id] = asyncio.ensure_future(self._timer(job.id,
-                                                                    job.data["deadline"]))
+            deadline = decisions.decision_data(job).deadline
+            self.timers[job.id] = asyncio.ensure_future(self._timer(job.id, deadline))
 
     async def _timer(self, job_id: str, deadline: float) -> None:
         try:
             await self.clock.sleep(max(0.0, float(deadline) - self.clock.now()))
             self._expire(job_id)
-            await self.cluster.flush()
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -125,10 +128,10 @@ class DecisionKeeper:
         except NotFound:
             raise NotFound("decision", job_id) from None
         decisions.check_token(job, secret)
-        if project is not None and job.data.get("project") != project:
+        if project is not None and decisions.decision_data(job).project != project:
             raise NotFound("decision", job_id)
         job = self._expire(job_id)  # a late answer: the fallback goes first
-        if job.state is JobState.PENDING and action in job.data["allowed"]:
+        if job.state is JobState.PENDING and action in decisions.decision_data(job).allowed:
             self._check_action(job, action)
         resolution = decisions.answer(job, action, who, self.clock.now())
         try:
@@ -136,8 +139,7 @@ class DecisionKeeper:
         except Conflict:
             raise Conflict(decisions.settled_message(
                 self.cluster.store.get_job(job_id))) from None
-        await self.cluster.flush()
-        action_id = settled.data.get("action_job")
+        action_id = decisions.decision_data(settled).action_job
         return settled, (self.cluster.store.get_job(action_id) if action_id else None)
 
     def superseded(self, action_job: Job) -> None:
@@ -145,8 +147,8 @@ class DecisionKeeper:
         job = self.pending_for(action_job.subject)
         if job is None:
             return
-        res = decisions.supersede(job, str(action_job.data["action"]), action_job.id,
-                                  str(action_job.data["by"]), self.clock.now())
+        asked = decisions.action_data(action_job)
+        res = decisions.supersede(job, asked.action, action_job.id, asked.by, self.clock.now())
         try:
             self._settle(job, res, fallback=False)
         except Conflict:
@@ -166,17 +168,23 @@ class DecisionKeeper:
         """Store the settled decision (Conflict if someone was first), then
         start its action and remember the action job on the decision."""
         saved = self.cluster.store.save_job(res.job, job.generation, list(res.events))
-        self.cluster.note_sent(list(res.events))
         timer = self.timers.pop(job.id, None)
         if timer is not None and timer is not asyncio.current_task():
             timer.cancel()
         if res.action is None:
             return saved
+        if res.action == decisions.ESCALATE:  # the app layer's auto: its escalation job
+            escalated = self.escalate(saved) if self.escalate is not None else None
+            if escalated is None:
+                return saved
+            return self.cluster.store.save_job(
+                decisions.with_action_job(saved, escalated.id), saved.generation)
         if fallback and not self._budget_allows(saved):
             return saved
         try:
             action_job = self.actions.submit(job.subject, res.action, None,
-                                             str(saved.data["by"]), decision=job.id)
+                                             str(decisions.decision_data(saved).by),
+                                             decision=job.id)
         except VmhaError as exc:
             self._report_failed(saved, f"{res.action} could not start: {exc.detail}")
             return saved
@@ -185,22 +193,20 @@ class DecisionKeeper:
 
     def _budget_allows(self, job: Job) -> bool:
         """An `auto` fallback restart counts against the restart budget."""
-        if job.data["layer"] == "host":
+        if decisions.decision_data(job).layer == "host":
             return True
         inst = self.cluster.get_instance(job.subject)
         if inst is None:
             return False
         policy = self.cluster.policy_of(inst, self.cluster.hosts.get(inst.host or ""))
         now = self.clock.now()
-        history = self.history(inst.id)
-        used = restart.recent(history, now, policy.window_s)
+        used = self.history(inst.id, now, policy.window_s)
         if len(used) >= policy.max_restarts:
             self._report_failed(job, f"restart budget spent: {len(used)} restarts in "
                                      f"{policy.window_s:g} s (max {policy.max_restarts}); "
                                      "the fallback does nothing")
             return False
-        history[:] = [*used, now]
-        return True
+        return True  # the fallback's action job counts from now on
 
     def _report_failed(self, job: Job, reason: str) -> None:
         inst = self.cluster.get_instance(job.subject)
@@ -208,7 +214,7 @@ class DecisionKeeper:
             return
         event = restart.make_event(inst, "instance.recovery_failed", self.clock.now(),
                                    reason, Severity.ERROR, decision=job.id)
-        self.cluster.update_instance(inst, [event])
+        self.cluster.append([event])  # the instance itself does not change
 
     async def stop(self) -> None:
         await cancel_all(self.timers)

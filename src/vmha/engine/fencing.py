@@ -1,6 +1,6 @@
 """Operators' fencing requests: which levels, may an ack be given, the audit.
 
-Called by the Controller for `vmha host fence` (an operator's power-off,
+Called by the Engine (vmha.engine.operators) for `vmha host fence` (an operator's power-off,
 run as the host's recovery job so that the power-off *is* the job's fence
 confirmation) and `vmha host fence-ack` (refused while the host still
 answers, unless forced). The job itself fences (vmha.engine.jobs); nothing
@@ -10,8 +10,7 @@ here talks to a BMC, and the only I/O is the peer probe round of the monitor.
 from __future__ import annotations
 
 from vmha.domain.errors import Conflict, ValidationError
-from vmha.domain.model import Event, Host, HostState, Severity, SubjectKind
-from vmha.domain.recovery import POWER_METHODS
+from vmha.domain.model import POWER_METHODS, Event, Host, HostState, Severity, SubjectKind
 from vmha.engine.detection import HostMonitor
 from vmha.engine.state import Cluster
 
@@ -65,7 +64,7 @@ async def still_answers(monitor: HostMonitor, host: str, now: float) -> str:
     """Why `host` may still be running ("" when nothing says so): current
     heartbeats, or a peer that reaches it in a fresh probe round."""
     det = monitor.detectors.get(host)
-    if det is not None and det.last_seq is not None and not det.suspect(now):
+    if det is not None and det.last_seq is not None and not monitor.silent(det, now):
         age = now - (det.last_arrival or now)
         return f"its heartbeats are current (last one {age:.1f} s ago)"
     evidence = await monitor.gather_evidence(host, power=False)

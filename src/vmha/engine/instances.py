@@ -1,43 +1,64 @@
-"""Instance and guest failure handling: events from agents -> restarts.
+"""Guest and application failures: events from agents -> recovery jobs.
 
-Called by the Controller for every `instance_event` an agent reports. The
-decision is `vmha.domain.restart.instance_event`; this module records the
-new state and events, and runs delayed restarts through the Cloud port
-(one pending restart per instance, cancelled when the instance comes back
-by itself). Restart history is kept in memory: a new controller starts
-with a fresh budget (documented limitation) and restarts, after the first
-backoff, every instance still recorded as crashed.
+Called by the Engine for every guest or application event of an instance
+(the `InstanceEvent` command, and the agents' domain reports through
+vmha.engine.reports). What to do is `vmha.domain.restart.instance_event`;
+a recovery runs as a durable `instance_recovery` job whose steps
+vmha.domain.escalation moves on (one unfinished job per instance). This
+module records the new state and events, and performs each step through
+the Cloud port (`exec:` and `reboot` through its GuestControl part), one
+task per job.
+
+Nothing is kept only in memory: the restart history is the jobs' started
+steps, the backoff (`due_at`) and the application's grace time
+(`grace_until`) are stored, so a new controller resumes every unfinished
+job where it stood (`resume`), with the budget already spent. A step that
+was running when the old controller stopped is not run again (a second
+reset is not harmless): the application gets its grace time instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import shlex
 from collections.abc import Callable
 from dataclasses import replace
 
-from vmha.domain import restart
+from vmha.domain import escalation, restart
 from vmha.domain.errors import ValidationError, VmhaError
-from vmha.domain.model import HostState, Instance, InstanceState, Severity
+from vmha.domain.jobs import ActionData, DecisionData
+from vmha.domain.model import HostState, Instance, Job, JobKind, JobState
+from vmha.domain.policy import HAPolicy
 from vmha.engine.settings import ControllerSettings
 from vmha.engine.state import Cluster
 from vmha.engine.tasks import cancel_all
-from vmha.ports import Clock, Cloud
+from vmha.ports import Clock, Cloud, GuestControl, IdGen, list_all
 
 log = logging.getLogger("vmha.engine.instances")
+EXEC_TIMEOUT_S = 60.0  # an in-guest restart command may take this long
+# which layer's recovery an event of this kind makes unnecessary
+SETTLES = {"started": "guest", "guest_responsive": "guest", "app_ok": "app",
+           "app_recovered": "app"}
+SETTLED_WORDS = {"started": "the guest started again by itself",
+                 "guest_responsive": "the guest agent answers again",
+                 "app_ok": "the application answers again",
+                 "app_recovered": "the application answers again"}
 
 
 class InstanceWatcher:
     def __init__(self, settings: ControllerSettings, cluster: Cluster, clock: Clock,
-                 cloud: Cloud) -> None:
+                 cloud: Cloud, ids: IdGen) -> None:
         self.settings = settings
         self.cluster = cluster
         self.clock = clock
         self.cloud = cloud
-        self.history: dict[str, list[float]] = {}
-        self.pending: dict[str, asyncio.Task[None]] = {}
-        # custom policy: (instance, layer, reason) -> offer a decision (Controller)
+        self.ids = ids
+        self.pending: dict[str, asyncio.Task[None]] = {}  # job id -> its task
+        # custom policy: (instance, layer, reason) -> offer a decision (the Engine)
         self.on_ask: Callable[[Instance, str, str], None] | None = None
+
+    # -- events ---------------------------------------------------------------
 
     async def event(self, instance_id: str, kind: str, detail: str = "") -> None:
         if kind not in restart.INSTANCE_EVENT_KINDS:
@@ -48,93 +69,215 @@ class InstanceWatcher:
             log.warning("event %s for unknown instance %s ignored", kind, instance_id)
             return
         now = self.clock.now()
-        host = self.cluster.hosts.get(inst.host or "")
-        policy = self.cluster.policy_of(inst, host)
-        history = self.history.get(instance_id, [])
+        policy = self._policy(inst)
+        history = self.restart_times(instance_id, now, policy.window_s)
         reaction = restart.instance_event(inst, kind, history, now, self.settings.backoff(),
                                           policy, detail)
-        if reaction.cancel_restart:
-            self._cancel(instance_id)
-        busy = instance_id in self.pending
         if reaction.state is not None or reaction.events:
-            state = reaction.state or inst.state
-            inst = self.cluster.update_instance(replace(inst, state=state),
-                                                list(reaction.events))
+            state, events = reaction.state, list(reaction.events)
+            inst = self.cluster.change_instance(
+                instance_id, lambda cur: (replace(cur, state=state or cur.state), events)) or inst
+        job = self.unfinished(instance_id)
+        if reaction.cancel_restart and job is not None and \
+                escalation.data(job).layer == SETTLES.get(kind):
+            words = SETTLED_WORDS[kind]
+            self._settle(job, f"{words}: {detail}" if detail else words)
         if reaction.ask is not None and self.on_ask is not None and reaction.events:
             self.on_ask(inst, reaction.ask, str(reaction.events[0].payload["reason"]))
-        if reaction.restart_in is not None and not busy:
-            self.history[instance_id] = [*restart.recent(history, now, policy.window_s), now]
-            self.pending[instance_id] = asyncio.ensure_future(
-                self._restart_later(instance_id, reaction.restart_in, reaction.restart_kind))
-        await self.cluster.flush()
+        if reaction.restart_in is not None and job is None:
+            self._open(inst, policy, reaction, now)
+
+    def _open(self, inst: Instance, policy: HAPolicy, reaction: restart.Reaction,
+              now: float, cause: str = "") -> Job:
+        if not cause and reaction.events:
+            cause = str(reaction.events[0].payload["reason"])
+        assert reaction.restart_in is not None
+        mode = policy.app if reaction.layer == "app" else policy.guest
+        opened = escalation.new_job(self.ids.new_id(), inst, reaction.layer, reaction.steps,
+                                    cause, now, now + reaction.restart_in,
+                                    notify=mode.value == "auto+notify")
+        job = self.cluster.store.create_job(opened.job, list(opened.events))
+        self.start(job.id)
+        return job
+
+    def escalate_decision(self, decision: Job) -> Job | None:
+        """A custom app decision whose `auto` fallback applies: the
+        application's escalation as a recovery job, its first step at once
+        (the decision waited already; the budget is checked before each
+        step). None when one runs already or the instance is gone."""
+        inst = self.cluster.get_instance(decision.subject)
+        if inst is None or self.unfinished(inst.id) is not None:
+            return None
+        policy = self._policy(inst)
+        asked = decision.data
+        failed = asked.cause if isinstance(asked, DecisionData) else ""
+        cause = f"{failed}; decision {decision.id} timed out, fallback auto"
+        steps = tuple(str(s) for s in policy.app_actions)
+        return self._open(inst, policy, restart.Reaction(restart_in=0.0, steps=steps,
+                                                          layer="app"), self.clock.now(),
+                          cause)
+
+    def _settle(self, job: Job, why: str) -> None:
+        """The instance is well again: a waiting job ends (its task, asleep,
+        is cancelled); one whose step runs ends when the step returns."""
+        moved = escalation.recovered(job, self.clock.now(), why)
+        if moved is None:
+            return
+        self._save(job, moved)
+        if moved.job.finished:
+            task = self.pending.pop(job.id, None)
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+
+    # -- jobs -------------------------------------------------------------------
+
+    def unfinished(self, instance_id: str) -> Job | None:
+        jobs = list_all(self.cluster.store.list_jobs,
+                        {"kind": JobKind.INSTANCE_RECOVERY.value, "subject": instance_id})
+        return next((j for j in jobs if not j.finished), None)
+
+    def restart_times(self, instance_id: str, now: float, window_s: float) -> list[float]:
+        """The restarts `instance_id`'s budget has used within the window:
+        every step of its recovery jobs, and every restart a custom
+        decision's `auto` fallback made (its action jobs); all from the store."""
+        store = self.cluster.store
+        jobs = list_all(store.list_jobs, {"kind": JobKind.INSTANCE_RECOVERY.value,
+                                          "subject": instance_id})
+        times = escalation.restart_times(jobs, now, window_s)
+        actions = list_all(store.list_jobs, {"kind": JobKind.ACTION.value,
+                                             "subject": instance_id})
+        times += [j.created_at for j in actions if isinstance(j.data, ActionData)
+                  and j.data.by == "fallback" and now - j.created_at < window_s]
+        return sorted(times)
 
     def resume(self) -> None:
-        """After a controller restart: instances recorded as crashed whose
-        restart was pending in the old controller get one (fresh budget)."""
-        now = self.clock.now()
-        for inst in self.cluster.instances():
-            host = self.cluster.hosts.get(inst.host or "")
-            if inst.state is not InstanceState.CRASHED or host is None:
+        """After a controller restart: every unfinished recovery job goes on
+        where it stood (its backoff, grace time and budget are stored)."""
+        jobs = list_all(self.cluster.store.list_jobs, {"kind": JobKind.INSTANCE_RECOVERY.value})
+        for job in jobs:
+            if job.finished:
                 continue
-            if not self.cluster.policy_of(inst, host).guest.recovers:
-                continue
-            self.history[inst.id] = [now]
-            self.pending[inst.id] = asyncio.ensure_future(
-                self._restart_later(inst.id, self.settings.backoff().delay(0), "restart"))
+            if job.state is JobState.EVACUATING:
+                inst = self.cluster.get_instance(job.subject)
+                policy = self._policy(inst) if inst is not None else HAPolicy()
+                self._save(job, escalation.interrupted(job, policy, self.clock.now()))
+            self.start(job.id)
 
-    def _cancel(self, instance_id: str) -> None:
-        task = self.pending.pop(instance_id, None)
-        if task is not None:
-            task.cancel()
+    def start(self, job_id: str) -> None:
+        if job_id in self.pending and not self.pending[job_id].done():
+            return
+        self.pending[job_id] = asyncio.ensure_future(self._run(job_id))
 
-    async def _restart_later(self, instance_id: str, delay: float, kind: str) -> None:
+    async def _run(self, job_id: str) -> None:
         try:
-            await self.clock.sleep(delay)
-            await self._restart(instance_id, kind)
+            while True:
+                job = self.cluster.store.get_job(job_id)
+                if job.finished:
+                    return
+                await self._round(job)
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("restart of instance %s failed", instance_id)
+            log.exception("recovery job %s failed", job_id)
         finally:
-            if self.pending.get(instance_id) is asyncio.current_task():
-                del self.pending[instance_id]
+            if self.pending.get(job_id) is asyncio.current_task():
+                del self.pending[job_id]
 
-    async def _restart(self, instance_id: str, kind: str) -> None:
-        inst = self.cluster.get_instance(instance_id)
-        if inst is None or inst.host is None:
-            return
-        host = self.cluster.hosts.get(inst.host)
-        if host is None or host.state is not HostState.UP:
-            log.info("instance %s: host %s is not up; its host recovery owns it",
-                     instance_id, inst.host)
-            return
+    async def _round(self, job: Job) -> None:
+        """One move of `job`: wait for its time, then begin or run a step."""
+        d = escalation.data(job)
+        if job.state is not JobState.EVACUATING:
+            wake = d.due_at if job.state is JobState.PENDING else d.grace_until
+            delay = wake - self.clock.now()
+            if delay > 0:
+                await self.clock.sleep(delay)
+                return  # read it again: it may have settled meanwhile
+        inst = self.cluster.get_instance(job.subject)
         now = self.clock.now()
-        try:
-            if kind == "reset":
-                await self.cloud.reset_instance(inst, inst.host)
-            else:
-                await self.cloud.stop_instance(inst, inst.host)
-                await self.cloud.start_instance(inst, inst.host)
-        except VmhaError as exc:
-            self._record(inst, InstanceState.ERROR, "instance.recovery_failed",
-                         f"{kind} on {inst.host} failed: {exc}", Severity.ERROR)
+        if inst is None:
+            self._abandon(job, f"instance {job.subject} no longer exists")
             return
-        count = len(self.history.get(instance_id, []))
-        policy = self.cluster.policy_of(inst, host)
-        what = "reset" if kind == "reset" else "restarted"
-        self._record(inst, InstanceState.RUNNING, "instance.restarted",
-                     f"{what} on {inst.host} (restart {count} of {policy.max_restarts} "
-                     f"in {policy.window_s:g} s)", Severity.INFO, at=now)
+        if d.host and inst.host != d.host:  # a host recovery moved it meanwhile
+            self._abandon(job, f"instance {inst.id} moved from {d.host} to {inst.host}; "
+                               "this recovery ends there")
+            return
+        policy = self._policy(inst)
+        used = self.restart_times(inst.id, now, policy.window_s)
+        if job.state is JobState.PENDING:
+            self._save(job, escalation.begin_step(job, inst, policy, used, now))
+        elif job.state is JobState.VERIFYING:
+            self._save(job, escalation.grace_over(job, inst, policy, used, now))
+        else:
+            await self._perform(job, inst, policy)
 
-    def _record(self, inst: Instance, state: InstanceState, etype: str, reason: str,
-                severity: Severity, at: float | None = None) -> None:
-        now = self.clock.now() if at is None else at
-        current = self.cluster.get_instance(inst.id) or inst
-        event = restart.make_event(current, etype, now, reason, severity)
-        self.cluster.update_instance(replace(current, state=state), [event])
+    async def _perform(self, job: Job, inst: Instance, policy: HAPolicy) -> None:
+        step = escalation.data(job).action
+        host = self.cluster.hosts.get(inst.host or "")
+        if host is None or host.state is not HostState.UP:
+            self._abandon(job, f"host {inst.host} of instance {inst.id} is "
+                               f"{host.state.value if host else 'unknown'}, not up: its host "
+                               "recovery owns the instance")
+            return
+        try:
+            ok, detail = await self._step(inst, host.name, step)
+        except (VmhaError, TimeoutError) as exc:
+            ok, detail = False, f"{exc or 'timed out'}"
+        now = self.clock.now()
+        fresh = self.cluster.store.get_job(job.id)  # it may have learnt the app recovered
+        if fresh.finished or fresh.state is not JobState.EVACUATING:
+            return
+        used = self.restart_times(inst.id, now, policy.window_s)
+        self._save(fresh, escalation.step_finished(fresh, inst, policy, ok, detail, now,
+                                                   len(used)))
+
+    async def _step(self, inst: Instance, host: str, step: str) -> tuple[bool, str]:
+        kind, _, command = step.partition(":")
+        timeout = self.settings.evacuate_timeout_s
+        if kind in ("exec", "reboot"):
+            if not isinstance(self.cloud, GuestControl):
+                return False, f"the configured cloud cannot {kind} inside guests"
+            if kind == "reboot":
+                await asyncio.wait_for(self.cloud.reboot_instance(inst, host), timeout)
+                return True, f"guest of {inst.id} asked to reboot on {host}"
+            argv = shlex.split(command)
+            result = await asyncio.wait_for(
+                self.cloud.exec_in_guest(inst, host, argv, EXEC_TIMEOUT_S),
+                EXEC_TIMEOUT_S + timeout)
+            return result.ok, f"{argv[0]} in the guest on {host}: {result.detail}"
+        if kind == "reset":
+            await asyncio.wait_for(self.cloud.reset_instance(inst, host), timeout)
+        elif kind == "rebuild":
+            rebuild = getattr(self.cloud, "rebuild_instance", None)
+            if rebuild is None:  # a policy from before, or from a cloud's metadata
+                return False, "the configured cloud cannot rebuild an instance"
+            await asyncio.wait_for(rebuild(inst, host), timeout)
+            return True, f"rebuild of {inst.id} on {host} from its image"
+        else:
+            await asyncio.wait_for(self.cloud.stop_instance(inst, host), timeout)
+            await asyncio.wait_for(self.cloud.start_instance(inst, host), timeout)
+        return True, f"{kind} of {inst.id} on {host}"
+
+    def _abandon(self, job: Job, why: str) -> None:
+        self._save(job, escalation.abandon(job, why, self.clock.now()))
+
+    def _save(self, before: Job, moved: escalation.Outcome) -> Job:
+        saved = self.cluster.store.save_job(moved.job, before.generation, list(moved.events))
+        if moved.state is not None:
+            state = moved.state
+            self.cluster.change_instance(
+                before.subject, lambda cur: None if cur.state is state else
+                (replace(cur, state=state), []))
+        return saved
+
+    def _policy(self, inst: Instance) -> HAPolicy:
+        return self.cluster.policy_of(inst, self.cluster.hosts.get(inst.host or ""))
 
     def restarts(self, instance_id: str) -> int:
-        return len(self.history.get(instance_id, []))
+        inst = self.cluster.get_instance(instance_id)
+        if inst is None:
+            return 0
+        window = self._policy(inst).window_s
+        return len(self.restart_times(instance_id, self.clock.now(), window))
 
     async def stop(self) -> None:
         await cancel_all(self.pending)

@@ -1,8 +1,10 @@
 """First start of an instance vmha defines itself (libvirt mode).
 
 `POST /v1/instances` with a spec records the instance as `building`; the
-Controller's `launch` then places it (its given host, else the schedulable
-host of the segment with the fewest instances), has the host's agent define
+Engine's `Launch` command then places it (its given host, else the schedulable
+host of the segment with the fewest instances), never beside a member of its
+anti-affinity group (a given host that holds one, or no host without one:
+`instance.unplaceable` with the reason, state `error`), has the host's agent define
 and start it through the Cloud port, and waits until the Cloud port reads
 it as running (for a guest with a health URL: its application answers).
 A controller that restarts launches again every instance still recorded as
@@ -10,7 +12,7 @@ A controller that restarts launches again every instance still recorded as
 instance; a failed launch publishes `instance.recovery_failed` with the
 reason and leaves the instance in `error`.
 
-Called by the Controller only; decisions about failures stay in
+Called by the Engine only; decisions about failures stay in
 `vmha.domain.restart` and the recovery jobs.
 """
 
@@ -31,10 +33,21 @@ from vmha.ports import Clock, Cloud
 log = logging.getLogger("vmha.engine.launch")
 
 
-def pick_host(cluster: Cluster, segment: str | None) -> Host | None:
-    """The schedulable host (of `segment` when given) carrying the fewest instances."""
+def group_member_on(cluster: Cluster, inst: Instance, host: str) -> Instance | None:
+    """Another member of `inst`'s anti-affinity group recorded on `host`."""
+    if inst.group_key is None:
+        return None
+    return next((o for o in cluster.instances(host)
+                 if o.id != inst.id and o.group_key == inst.group_key), None)
+
+
+def pick_host(cluster: Cluster, segment: str | None, inst: Instance | None = None
+              ) -> Host | None:
+    """The schedulable host (of `segment` when given) carrying the fewest
+    instances, and none of `inst`'s anti-affinity group."""
     hosts = [h for h in cluster.hosts.values()
-             if h.schedulable and (segment is None or h.segment == segment)]
+             if h.schedulable and (segment is None or h.segment == segment)
+             and (inst is None or group_member_on(cluster, inst, h.name) is None)]
     if not hosts:
         return None
     load = {h.name: len(cluster.instances(h.name)) for h in hosts}
@@ -74,18 +87,28 @@ class Launcher:
         finally:
             if self.tasks.get(instance_id) is asyncio.current_task():
                 del self.tasks[instance_id]
-            await self.cluster.flush()
 
     async def _launch(self, instance_id: str) -> None:
         inst = self.cluster.get_instance(instance_id)
         if inst is None or inst.spec is None:
             return
+        why = self._group_refusal(inst)
+        if why:
+            self._failed(inst, why, "instance.unplaceable")
+            return
         host = await self._host_for(inst)
         if host is None:
-            self._failed(inst, f"no up host to start it on (asked for {inst.host or 'any'})")
+            why = self._group_refusal(inst)
+            self._failed(inst, why or f"no up host to start it on (asked for "
+                                      f"{inst.host or 'any'})",
+                         "instance.unplaceable" if why else "instance.recovery_failed")
             return
         if inst.host != host.name:
-            inst = self.cluster.update_instance(replace(inst, host=host.name))
+            placed = self.cluster.change_instance(inst.id, lambda cur: (
+                replace(cur, host=host.name), []))
+            if placed is None:
+                return  # deleted meanwhile
+            inst = placed
         try:
             await asyncio.wait_for(self.cloud.start_instance(inst, host.name),
                                    self.settings.evacuate_timeout_s)
@@ -93,9 +116,9 @@ class Launcher:
             self._failed(inst, f"start on {host.name} failed: {exc or 'timeout'}")
             return
         if await self._running(inst, host.name):
-            current = self.cluster.get_instance(inst.id) or inst
-            if current.state is InstanceState.BUILDING:
-                self.cluster.update_instance(replace(current, state=InstanceState.RUNNING))
+            self.cluster.change_instance(inst.id, lambda cur: (
+                replace(cur, state=InstanceState.RUNNING), [])
+                if cur.state is InstanceState.BUILDING else None)
             log.info("instance %s: launched on %s", inst.name, host.name)
         else:
             self._failed(inst, f"not running on {host.name} after "
@@ -107,13 +130,13 @@ class Launcher:
         deadline = self.clock.now() + self.settings.verify_timeout_s
         while True:
             host = (self.cluster.hosts.get(inst.host) if inst.host
-                    else pick_host(self.cluster, None))
+                    else pick_host(self.cluster, None, inst))
             if host is not None and host.state is HostState.UP:
                 return host
             if self.clock.now() >= deadline:
                 return None
             await self.clock.sleep(self.settings.verify_poll_s)
-            self.cluster.refresh()
+            await self.cluster.catch_up()
 
     async def _running(self, inst: Instance, host: str) -> bool:
         deadline = self.clock.now() + self.settings.verify_timeout_s
@@ -128,9 +151,28 @@ class Launcher:
             await self.clock.sleep(self.settings.verify_poll_s)
         return False
 
-    def _failed(self, inst: Instance, reason: str) -> None:
+    def _group_refusal(self, inst: Instance) -> str:
+        """Why `inst` may not start where it is asked to (its anti-affinity
+        group), "" when it may. Without a host: only when every schedulable
+        host already holds a member."""
+        group = inst.anti_affinity_group
+        if group is None:
+            return ""
+        if inst.host:
+            other = group_member_on(self.cluster, inst, inst.host)
+            if other is None:
+                return ""
+            return (f"anti-affinity group {group}: {other.name} ({other.id}) is already on "
+                    f"{inst.host}; give it another host")
+        if any(h.schedulable for h in self.cluster.hosts.values()) and \
+                pick_host(self.cluster, None, inst) is None:
+            return f"anti-affinity group {group}: every up host already holds a member"
+        return ""
+
+    def _failed(self, inst: Instance, reason: str,
+                etype: str = "instance.recovery_failed") -> None:
         log.warning("instance %s: launch failed: %s", inst.name, reason)
-        current = self.cluster.get_instance(inst.id) or inst
-        event = make_event(current, "instance.recovery_failed", self.clock.now(),
-                           f"launch failed: {reason}", Severity.ERROR)
-        self.cluster.update_instance(replace(current, state=InstanceState.ERROR), [event])
+        now = self.clock.now()
+        self.cluster.change_instance(inst.id, lambda cur: (
+            replace(cur, state=InstanceState.ERROR),
+            [make_event(cur, etype, now, f"launch failed: {reason}", Severity.ERROR)]))

@@ -14,9 +14,11 @@ from typing import Any
 from vmha.domain.detector import DetectorConfig
 from vmha.domain.errors import ValidationError
 from vmha.domain.model import FENCE_METHODS
+from vmha.domain.planner import SCHEDULER
 from vmha.domain.restart import Backoff
 
 Levels = tuple[tuple[str, ...], ...]
+TARGETS = ("planner", SCHEDULER)
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,10 @@ class ControllerSettings:
     peer_probe_timeout_s: float = 1.0
     bmc_status_timeout_s: float = 5.0
     confirm_retry_s: float = 2.0  # next round for inconclusive / partitioned hosts
+    # confirmation rounds running at once, and started per confirm_retry_s; more
+    # suspects than this (a mass failure) wait and stretch every host's retry
+    confirm_rounds_per_retry: int = 25
+    proof_retry_s: float = 10.0  # while fencing is paused: look for proof a failed host is dead
     # fencing
     fence_timeout_s: float = 10.0  # per fence attempt (power-off, then status reads)
     fence_poll_s: float = 1.0  # between power-status reads while confirming
@@ -50,6 +56,9 @@ class ControllerSettings:
     verify_timeout_s: float = 30.0
     verify_poll_s: float = 1.0
     host_return_healthy_s: float = 30.0  # heartbeats for this long before a returning host is up
+    # who picks each evacuation's target: vmha's planner, or the cloud's own
+    # scheduler (`[openstack] target = "scheduler"`: Nova picks)
+    evacuation_target: str = "planner"
     # guard
     mass_failure_window_s: float = 60.0
     # instance restarts
@@ -70,6 +79,9 @@ class ControllerSettings:
             raise ValidationError("phi_threshold", "must be at least 1")
         if not 0 < self.detector_bootstrap_loss < 1:
             raise ValidationError("detector_bootstrap_loss", "must be in (0, 1)")
+        if self.evacuation_target not in TARGETS:
+            raise ValidationError("evacuation_target", f"{self.evacuation_target!r} is not one "
+                                  f"of {', '.join(TARGETS)}")
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> ControllerSettings:
@@ -105,6 +117,10 @@ class ControllerSettings:
 def _coerce(key: str, value: Any, default: Any) -> Any:
     if isinstance(default, tuple):
         return _levels(key, value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ValidationError(key, f"{value!r} is not text")
+        return value
     if isinstance(value, bool):
         raise ValidationError(key, f"{value!r} is not a number")
     if isinstance(default, int) and not isinstance(default, bool):

@@ -2,9 +2,12 @@
 
 A real data centre's management network is separate from the hosts'
 network, so a host cut off from the cluster can still be fenced: here the
-emulators listen on 127.0.0.1 in the root namespace, one IPMI port
+emulators listen on 127.0.0.1 in the root namespace (on the bridge's
+198.18.0.1 in a lab with several controllers, each in a network namespace
+of its own: lab.json's `bmc_address`), one IPMI port
 (`IPMI_BASE + N`) and one HTTPS Redfish port (`REDFISH_BASE + N`) per host
-N, with a random password kept in a 0600 file in the host's directory.
+N, with a random 20-character password (IPMI's limit) kept in a 0600 file
+in the host's directory.
 Their power backend is `vmha.lab.powerctl.LabHostPower`, in the emulator's
 process (off kills the host's PID namespace, on starts it fresh, status
 says whether it runs).
@@ -23,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vmha.domain.bmc import IPMI_PASSWORD_MAX
 from vmha.lab import net, state
 
 IPMI_BASE = 6230
@@ -35,19 +39,23 @@ READY_TIMEOUT_S = 20.0
 KINDS = ("ipmi", "redfish")
 
 
-def endpoints(lab_dir: Path, h: dict[str, Any], name: str) -> dict[str, Any]:
-    """The BMC record of one host (before anything is started)."""
+def endpoints(lab_dir: Path, h: dict[str, Any], name: str, address: str = BMC_ADDR
+              ) -> dict[str, Any]:
+    """The BMC record of one host (before anything is started), listening on `address`."""
     hdir = Path(h["dir"])
     pw_file = hdir / "bmc.password"
-    if not pw_file.exists():
-        pw_file.write_text(secrets.token_urlsafe(16) + "\n")
+    # IPMI 2.0 passwords are at most 20 bytes (ipmitool refuses longer ones):
+    # 15 random bytes are 20 url-safe characters. A longer one left by an
+    # older lab is replaced.
+    if not pw_file.exists() or len(pw_file.read_bytes().strip()) > IPMI_PASSWORD_MAX:
+        pw_file.write_text(secrets.token_urlsafe(15) + "\n")
         pw_file.chmod(0o600)
     password = pw_file.read_text().strip()
     index = int(h["index"])
     return {
-        "ipmi": {"address": BMC_ADDR, "port": IPMI_BASE + index, "username": USER,
+        "ipmi": {"address": address, "port": IPMI_BASE + index, "username": USER,
                  "password": password, "pid": None},
-        "redfish": {"url": f"https://{BMC_ADDR}:{REDFISH_BASE + index}", "system": name,
+        "redfish": {"url": f"https://{address}:{REDFISH_BASE + index}", "system": name,
                     "username": USER, "password": password, "pid": None,
                     "ca_bundle": str(lab_dir / "bmc" / "cert.pem")},
         "password_file": str(pw_file),
@@ -58,11 +66,12 @@ def start(lab_dir: Path, st: dict[str, Any], name: str, only: str | None = None
           ) -> dict[str, Any]:
     """Start the host's emulators (`only`: just `ipmi` or `redfish`)."""
     h = st["hosts"][name]
-    bmc = h.get("bmc") or endpoints(lab_dir, h, name)
+    bmc = h.get("bmc") or endpoints(lab_dir, h, name, st.get("bmc_address", BMC_ADDR))
     h["bmc"] = bmc
     (lab_dir / "bmc").mkdir(exist_ok=True)
     power = ["--lab-dir", str(lab_dir), "--lab-host", name]
-    common = ["--address", BMC_ADDR, "--user", USER, "--password-file", bmc["password_file"]]
+    common = ["--address", bmc["ipmi"]["address"], "--user", USER,
+              "--password-file", bmc["password_file"]]
     ipmi_cmd = [sys.executable, "-m", IPMI_MARK, "--port", str(bmc["ipmi"]["port"]),
                 *common, *power]
     redfish_cmd = [sys.executable, "-m", REDFISH_MARK, "--port",

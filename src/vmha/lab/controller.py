@@ -62,9 +62,10 @@ def self_fence_deadline(settings: Mapping[str, Any]) -> float:
     return round(base + max(2.0, 0.1 * base), 1)
 
 
-def bmc_sections(bmcs: Mapping[str, Any]) -> str:
+def bmc_sections(bmcs: Mapping[str, Any], fencing: Mapping[str, Any] | None = None) -> str:
     """`[bmcs.<host>]` entries for the hosts whose BMC emulators run, and the
-    lab's certificate authority for Redfish."""
+    `[fencing]` section: the lab's certificate authority for Redfish and the
+    other `fencing` keys (several controllers: the shared secret key file)."""
     q = json.dumps
     out, ca = [], None
     for name, bmc in sorted(bmcs.items()):
@@ -76,13 +77,17 @@ def bmc_sections(bmcs: Mapping[str, Any]) -> str:
                 f"password_file = {q(bmc['password_file'])}",
                 f"ipmi_address = {q(ipmi['address'])}", f"ipmi_port = {ipmi['port']}",
                 f"redfish_url = {q(redfish['url'])}", f"redfish_system = {q(redfish['system'])}"]
-    if ca:
-        out += ["[fencing]", f"redfish_ca_bundle = {q(ca)}"]
+    keys = {**(fencing or {}), **({"redfish_ca_bundle": ca} if ca else {})}
+    if keys:
+        out += ["[fencing]", *(f"{k} = {q(v)}" for k, v in keys.items())]
     return "".join(line + "\n" for line in out)
 
 
-def cloud_section(settings: Mapping[str, Any]) -> str:
-    """The lab's agents run libvirt: the controller drives them (libvirt cloud)."""
+def cloud_section(settings: Mapping[str, Any], cloud: str = "") -> str:
+    """The lab's agents run libvirt: the controller drives them (libvirt
+    cloud); `cloud`, when given, is the whole section for another (OpenStack)."""
+    if cloud:
+        return cloud
     if not settings.get("image_dir"):
         return ""
     return ('[cloud]\nadapter = "libvirt"\n'
@@ -90,7 +95,11 @@ def cloud_section(settings: Mapping[str, Any]) -> str:
 
 
 def write_config(ctl_dir: Path, address: str, port: int, tokens: Mapping[str, str],
-                 settings: Mapping[str, Any], bmcs: Mapping[str, Any] | None = None) -> Path:
+                 settings: Mapping[str, Any], bmcs: Mapping[str, Any] | None = None,
+                 cloud: str = "", *, store_url: str = "",
+                 fencing: Mapping[str, Any] | None = None, extra: str = "") -> Path:
+    """DIR/vmha.toml of a lab controller. Several controllers (vmha.lab.controllers)
+    add their shared store's `store_url`, `fencing` keys and `extra` sections."""
     ctl_dir.mkdir(parents=True, exist_ok=True)
     path = ctl_dir / "vmha.toml"
     q = json.dumps
@@ -102,7 +111,8 @@ def write_config(ctl_dir: Path, address: str, port: int, tokens: Mapping[str, st
         f'  {{ token = {q(tokens["agent"])}, role = "agent", name = "lab-agents" }},\n'
         "]\n"
         "[store]\n"
-        f"data_dir = {q(str(ctl_dir))}\n"
+        + (f"url = {q(store_url)}\n" if store_url else "")
+        + f"data_dir = {q(str(ctl_dir))}\n"
         "[heartbeat]\n"
         f'listen = "{address}:{settings["heartbeat_port"]}"\n'
         "[controller]\n"
@@ -110,8 +120,9 @@ def write_config(ctl_dir: Path, address: str, port: int, tokens: Mapping[str, st
         f"self_fence_deadline_s = {self_fence_deadline(settings)}\n"
         f"default_fence_levels = {q(LEVELS_WITH_BMC if bmcs else LEVELS_WITHOUT_BMC)}\n"
         + "".join(f"{k} = {q(v)}\n" for k, v in sorted(settings.get("controller", {}).items()))
-        + cloud_section(settings)
-        + bmc_sections(bmcs or {})
+        + cloud_section(settings, cloud)
+        + bmc_sections(bmcs or {}, fencing)
+        + extra
     )
     path.chmod(0o600)
     return path
@@ -153,7 +164,8 @@ def create_segment(url: str, token: str, name: str) -> None:
 
 
 def start_controller(lab_dir: Path, port: int, token: str, settings: Mapping[str, Any],
-                     segment: str, bmcs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                     segment: str, bmcs: Mapping[str, Any] | None = None,
+                     cloud: str = "") -> dict[str, Any]:
     url = f"http://{net.BRIDGE_ADDR}:{port}"
     agent_token = secrets.token_urlsafe(24)
     script = vmha_script()
@@ -162,7 +174,7 @@ def start_controller(lab_dir: Path, port: int, token: str, settings: Mapping[str
                 "skipped": "vmha serve is not available in this build"}
     ctl_dir = lab_dir / "controller"
     cfg = write_config(ctl_dir, net.BRIDGE_ADDR, port,
-                       {"admin": token, "agent": agent_token}, settings, bmcs)
+                       {"admin": token, "agent": agent_token}, settings, bmcs, cloud)
     pid = net.spawn_detached(
         [script, "serve", "--config", str(cfg)], ctl_dir / "serve.log"
     )

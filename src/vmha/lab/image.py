@@ -2,8 +2,10 @@
 
 Called by `vmha lab image build`, the lab, the libvirt driver's tests and
 the demo. The guest (see `vmha.lab.guest.init.sh` and docs/lab.md "Guest
-image") feeds an i6300esb watchdog, serves `/health` on port 8080, runs
-qemu-ga when the host has it, and fails on command (`/cgi-bin/fail`).
+image") feeds an i6300esb watchdog, serves `/health` on port 8080 (its
+application, restarted by `/etc/init.d/app restart`: `APP_COMMAND`), runs
+qemu-ga when the host has it (with a `/sbin/shutdown` for its
+guest-shutdown), and fails on command (`/cgi-bin/fail`).
 
 Inputs come from the host's Debian packages: `linux-image-amd64` (kernel and
 modules), `busybox-static`, optionally `qemu-guest-agent` (qemu-ga and the
@@ -38,11 +40,14 @@ from pathlib import Path
 from vmha.config import default_data_dir
 from vmha.errors import ConfigError
 
-__all__ = ["GuestImage", "build_image", "default_image_dir", "ensure_image", "image_info"]
+__all__ = ["APP_COMMAND", "GuestImage", "build_image", "default_image_dir", "ensure_image",
+           "image_info"]
 
-FORMAT = 1  # bump when the image layout changes: every cached image is rebuilt
+FORMAT = 2  # bump when the image layout changes: every cached image is rebuilt
 #: Modules the guest loads (their dependencies come along, loaded first).
 WANTED_MODULES = ("virtio_pci", "virtio_net", "virtio_console", "pvpanic_mmio", "i6300esb")
+#: Restarts the guest's application (also start, stop, status); see guest/app.sh.
+APP_COMMAND = "/etc/init.d/app"
 BUSYBOX = Path("/bin/busybox")
 QEMU_GA = Path("/usr/sbin/qemu-ga")
 BOOT = Path("/boot")
@@ -72,6 +77,8 @@ class _Inputs:
     libs: list[Path]  # qemu-ga's shared libraries and the dynamic loader
     init: bytes
     cgi: bytes
+    app: bytes  # /etc/init.d/app: start|stop|restart|status of the application
+    shutdown: bytes  # /sbin/shutdown, what qemu-ga's guest-shutdown runs
 
 
 def default_image_dir() -> Path:
@@ -119,7 +126,8 @@ def _discover() -> _Inputs:
     guest = resources.files("vmha.lab.guest")
     pvh = _has_pvh(version)
     return _Inputs(version, BOOT / f"vmlinuz-{version}", pvh, modules, busybox, qemu_ga, libs,
-                   guest.joinpath("init.sh").read_bytes(), guest.joinpath("fail.cgi").read_bytes())
+                   *(guest.joinpath(n).read_bytes()
+                     for n in ("init.sh", "fail.cgi", "app.sh", "shutdown.sh")))
 
 
 def _has_pvh(version: str) -> bool:
@@ -230,6 +238,8 @@ def _key(inputs: _Inputs) -> str:
         "libs": [_stat_id(p) for p in inputs.libs],
         "init": hashlib.sha256(inputs.init).hexdigest(),
         "cgi": hashlib.sha256(inputs.cgi).hexdigest(),
+        "app": hashlib.sha256(inputs.app).hexdigest(),
+        "shutdown": hashlib.sha256(inputs.shutdown).hexdigest(),
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -322,12 +332,14 @@ def _atomic(path: Path, data: bytes) -> None:
 def _initramfs(inputs: _Inputs) -> bytes:
     cpio = _Cpio()
     for d in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "lib", "lib/modules", "lib64",
-              "etc", "etc/vmha", "proc", "sys", "dev", "run", "tmp", "root", "www",
+              "etc", "etc/vmha", "etc/init.d", "proc", "sys", "dev", "run", "tmp", "root", "www",
               "www/cgi-bin"):
         cpio.directory(d)
     cpio.node("dev/console", 0o600, 5, 1)
     cpio.file("init", inputs.init, 0o755)
     cpio.file("www/cgi-bin/fail", inputs.cgi, 0o755)
+    cpio.file(APP_COMMAND.lstrip("/"), inputs.app, 0o755)
+    cpio.file("sbin/shutdown", inputs.shutdown, 0o755)
     cpio.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644)
     cpio.file("etc/group", b"root:x:0:\n", 0o644)
     cpio.file("bin/busybox", inputs.busybox.read_bytes(), 0o755)

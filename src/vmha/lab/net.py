@@ -7,17 +7,22 @@ Processes are only ever signalled after `owned_by_lab` confirmed, from
 
 Naming (LAB-NOTES): root-namespace bridge `vmhabr0` 198.18.0.1/24; host N
 is netns `vmha-hostN` with root-side veth `vmha-hN` (in-namespace `eth0`
-enslaved to `br0`, which carries 198.18.0.(10+N)). Names stay <= 15 chars.
+enslaved to `br0`, which carries 198.18.0.(10+N) and, on the VM network,
+198.18.1.(255-N)). Names stay <= 15 chars.
+The two ends of that cable are two switches: the root-side `vmha-hN` is
+the switch port (`network-down` sets it down), the in-namespace `eth0` is
+the host's NIC (down while the host is powered off: nothing answers).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from vmha.errors import ConfigError, VmhaError
@@ -28,6 +33,7 @@ PREFIX_LEN = 24
 NETNS_PREFIX = "vmha-host"
 VETH_PREFIX = "vmha-h"
 MAX_HOSTS = 200  # 198.18.0.11 .. 198.18.0.210
+NIC = "eth0"  # the host's end of its veth, inside its namespace
 REQUIRED_TOOLS = ("ip", "iptables", "iptables-save", "unshare", "setsid")
 
 
@@ -68,6 +74,12 @@ def host_address(index: int) -> str:
     return f"198.18.0.{10 + index}"
 
 
+def host_vm_net_address(index: int) -> str | None:
+    """Host N's address on the VM network, 198.18.1.(255-N) for N <= 140 (the
+    VMs use .11-.110): its agent probes the guests on its bridge from it."""
+    return f"198.18.1.{255 - index}" if index <= 140 else None
+
+
 def link_exists(name: str, netns: str | None = None) -> bool:
     prefix = ["ip", "-n", netns] if netns else ["ip"]
     return run([*prefix, "link", "show", name], check=False).strip() != ""
@@ -95,15 +107,18 @@ def create_host_net(index: int) -> None:
     if not link_exists(veth):
         run(["ip", "link", "add", veth, "type", "veth", "peer", "name", f"{veth}p"])
         run(["ip", "link", "set", f"{veth}p", "netns", ns])
-        run(["ip", "-n", ns, "link", "set", f"{veth}p", "name", "eth0"])
+        run(["ip", "-n", ns, "link", "set", f"{veth}p", "name", NIC])
     run(["ip", "link", "set", veth, "master", BRIDGE])
     run(["ip", "link", "set", veth, "up"])
     inside = ["ip", "-n", ns]
     if not link_exists("br0", ns):
         run([*inside, "link", "add", "br0", "type", "bridge"])
         run([*inside, "addr", "add", f"{host_address(index)}/{PREFIX_LEN}", "dev", "br0"])
-    run([*inside, "link", "set", "eth0", "master", "br0"])
-    for dev in ("lo", "eth0", "br0"):
+        vm_net = host_vm_net_address(index)
+        if vm_net is not None:
+            run([*inside, "addr", "add", f"{vm_net}/24", "dev", "br0"])
+    run([*inside, "link", "set", NIC, "master", "br0"])
+    for dev in ("lo", NIC, "br0"):
         run([*inside, "link", "set", dev, "up"])
 
 
@@ -116,7 +131,32 @@ def delete_host_net(index: int) -> None:
 
 
 def set_link(index: int, up: bool) -> None:
+    """The switch port (root-side veth): down cuts a running host off."""
     run(["ip", "link", "set", veth_name(index), "up" if up else "down"])
+
+
+def set_nic(index: int, up: bool) -> None:
+    """The host's NIC (its veth end inside the namespace): down while the
+    host is powered off, so the kernel answers nothing for it (no ARP, no
+    RST, no ICMP) and its VMs, bridged behind it, are cut off too."""
+    run(["ip", "-n", netns_name(index), "link", "set", NIC, "up" if up else "down"])
+
+
+def link_state(index: int) -> dict[str, str]:
+    """Administrative state of both ends, read from the kernel: `port` (the
+    root-side veth) and `nic` (eth0 in the namespace), each "up", "down" or
+    "missing"."""
+    return {"port": _admin_state(["ip", "-j", "link", "show", "dev", veth_name(index)]),
+            "nic": _admin_state(["ip", "-j", "-n", netns_name(index), "link", "show", "dev",
+                                 NIC])}
+
+
+def _admin_state(cmd: list[str]) -> str:
+    try:
+        flags = json.loads(run(cmd, check=False))[0]["flags"]
+    except (ValueError, LookupError, TypeError):  # no such link or namespace: empty output
+        return "missing"
+    return "up" if "UP" in flags else "down"
 
 
 def iptables(netns: str, op: str, rule: Sequence[str]) -> None:
@@ -124,10 +164,12 @@ def iptables(netns: str, op: str, rule: Sequence[str]) -> None:
     run(["ip", "netns", "exec", netns, "iptables", "-w", op, *rule])
 
 
-def spawn_detached(cmd: Sequence[str], log_path: Path) -> int:
-    """Start `cmd` in its own session, orphaned (init reaps it); its PID."""
+def spawn_detached(cmd: Sequence[str], log_path: Path,
+                   env: Mapping[str, str] | None = None) -> int:
+    """Start `cmd` in its own session, orphaned (init reaps it); its PID.
+    `env`: its whole environment (default: ours)."""
     script = 'setsid "$@" >>"$LOG" 2>&1 </dev/null & echo $!'
-    env = {**os.environ, "LOG": str(log_path)}
+    env = {**(os.environ if env is None else env), "LOG": str(log_path)}
     out = subprocess.run(["sh", "-c", script, "sh", *cmd], capture_output=True, text=True,
                          env=env, timeout=10, check=True).stdout
     return int(out.strip())

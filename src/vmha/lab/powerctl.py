@@ -3,8 +3,9 @@
 The power backend of the lab's BMC emulators (see vmha.lab.bmcs), as a
 command and as `LabHostPower`, which the emulators run in-process. Like a
 real BMC it is idempotent: `off` on a host that is off, or `on` on one that
-runs, succeeds and changes nothing. `status` exits 0 when the host runs and
-1 when it is off. Any other failure prints one line and exits 2.
+runs, succeeds and changes nothing (`off` only makes sure the host is
+silent: `vmha.lab.faults.power_off`). `status` exits 0 when the host runs
+and 1 when it is off. Any other failure prints one line and exits 2.
 """
 
 from __future__ import annotations
@@ -34,8 +35,7 @@ class LabHostPower:
         return powered(self.lab_dir, self.host)
 
     def power_off(self) -> None:
-        if powered(self.lab_dir, self.host):
-            faults.fail(self.lab_dir, self.host, "power-off")
+        faults.power_off(self.lab_dir, self.host)
 
     def power_on(self) -> None:
         if not powered(self.lab_dir, self.host):
@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         on = powered(args.dir, args.host)
         if args.action == "status":
             return 0 if on else 1
-        if args.action == "off" and on:
-            faults.fail(args.dir, args.host, "power-off")
+        if args.action == "off":
+            faults.power_off(args.dir, args.host)
         elif args.action == "on" and not on:
             faults.power_on(args.dir, args.host)
     except VmhaError as exc:

@@ -6,7 +6,9 @@ the guests' applications), and creates `vm1` ... `vmM` through the
 controller's API (`POST /v1/instances` with a spec): the controller picks
 up each definition and has the host's agent start it. Instances are spread
 over the hosts round robin, `vmI` at 198.18.1.(10+I) with its application
-on port 8080 (`/health`); the default policy is `auto` at every layer.
+on port 8080 (`/health`); the default policy is `auto` at every layer with
+an http probe of `/health` (run by the host's agent) and the application
+escalation `exec:/etc/init.d/app restart` (inside the guest), then `reset`.
 
 `status` merges what the controller records (host, state) with what the
 hypervisors really run (each agent's `GET /v1/domains`), so tests can assert
@@ -32,18 +34,29 @@ from typing import Any
 from vmha.adapters.cloud.libvirt import domain_uuid
 from vmha.config import default_data_dir
 from vmha.errors import Conflict, NotFound, ValidationError
-from vmha.lab import net, state
+from vmha.lab import controllers, net, state
 from vmha.lab.agentapi import agent_request
 from vmha.lab.controller import api_request
-from vmha.lab.image import ensure_image
+from vmha.lab.image import APP_COMMAND, ensure_image
 
 VM_NET = "198.18.1"
 BRIDGE_VM_ADDR = f"{VM_NET}.1/24"
 APP_PORT = 8080
 IMAGE = "lab"
 GUEST_FAULTS = {"guest-panic": "panic", "guest-hang": "hang", "app-kill": "app-kill",
-                "guest-watchdog": "stop-watchdog"}
-DEFAULT_POLICY: Mapping[str, Any] = {"host": "auto", "guest": "auto", "app": "auto"}
+                "app-hang": "app-hang", "guest-watchdog": "stop-watchdog"}
+DEFAULT_POLICY: Mapping[str, Any] = {
+    "host": "auto", "guest": "auto", "app": "auto",
+    # Restart the application inside the guest first, then reset the guest.
+    "app_actions": [f"exec:{APP_COMMAND} restart", "reset"], "app_grace_s": 20,
+}
+
+
+def app_probe(address: str) -> dict[str, Any]:
+    """The lab VMs' http probe of their application (/health on :8080); no
+    failure counts for the first 30 s after a (re)boot (TCG boots slowly)."""
+    return {"kind": "http", "target": f"http://{address}:{APP_PORT}/health", "interval_s": 1,
+            "timeout_s": 0.9, "failure_threshold": 2, "initial_delay_s": 30}
 BOOT_TIMEOUT_S = 120.0
 
 
@@ -76,13 +89,19 @@ def prepare_image(image_root: Path) -> Path:
 
 def _controller(st: Mapping[str, Any]) -> tuple[str, str]:
     ctl = st["controller"]
+    if st.get("controllers"):  # several: one that runs uncut (followers forward)
+        return controllers.api_url(dict(st)), ctl["token"]
     if not ctl.get("url") or not ctl.get("healthy"):
         raise Conflict("the lab's VMs need its controller; run `vmha lab up` with a controller")
     return ctl["url"], ctl["token"]
 
 
-def instance_body(index: int, host: str, policy: Mapping[str, Any]) -> dict[str, Any]:
+def instance_body(index: int, host: str, policy: Mapping[str, Any] | None = None
+                  ) -> dict[str, Any]:
+    """The instance of `vmI`; without a policy the lab's default with its probe."""
     addr = vm_address(index)
+    if policy is None:
+        policy = {**DEFAULT_POLICY, "probes": [app_probe(addr)]}
     return {
         "id": str(uuid.uuid4()), "name": f"vm{index}", "host": host,
         "resources": {"vcpus": 1, "ram_mb": 128, "disk_gb": 0}, "policy": dict(policy),
@@ -104,7 +123,7 @@ def create(lab_dir: Path, count: int, policies: Sequence[Mapping[str, Any]] = ()
     first = len(st.setdefault("vms", {})) + 1
     for offset in range(count):
         index = first + offset
-        policy = policies[offset] if offset < len(policies) else DEFAULT_POLICY
+        policy = policies[offset] if offset < len(policies) else None
         body = instance_body(index, names[offset % len(names)], policy)
         st["vms"][body["name"]] = {"id": body["id"], "index": index,
                                    "address": vm_address(index)}
@@ -207,7 +226,8 @@ def status(lab_dir: Path) -> dict[str, Any]:
 
 
 def guest_fault(lab_dir: Path, vm: str, fault: str) -> dict[str, Any]:
-    """Make guest `vm` fail: guest-panic, guest-hang, guest-watchdog or app-kill."""
+    """Make guest `vm` fail: guest-panic, guest-hang, guest-watchdog, app-kill or
+    app-hang (the application accepts connections and never answers)."""
     if fault not in GUEST_FAULTS:
         raise ValidationError("fault", f"{fault!r} is not one of {', '.join(GUEST_FAULTS)}")
     vms = state.load(lab_dir).get("vms", {})

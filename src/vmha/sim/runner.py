@@ -19,10 +19,12 @@ import asyncio
 import concurrent.futures
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from vmha.adapters.store.fake import FakeStore
 from vmha.adapters.system import SequentialIds
+from vmha.controller.inbox import Inbox
+from vmha.domain import commands
 from vmha.domain.agents import AgentRecord
 from vmha.domain.model import Event
 from vmha.errors import ValidationError, VmhaError
@@ -45,14 +47,14 @@ class SimulationError(VmhaError):
 
 
 class EngineLike(Protocol):
+    """What the simulator drives: heartbeats directly, everything else as
+    commands through the engine's inbox, like the API and the agents do."""
+
+    inbox: Inbox
+
     def heartbeat(self, host: str, seq: int, sent_at: float) -> None: ...
-    async def instance_event(self, instance_id: str, kind: str, detail: str = "") -> None: ...
     async def run(self) -> None: ...
     async def stop(self) -> None: ...
-    async def fence_ack(self, host: str, who: str, force: bool = False) -> None: ...
-    async def fence_host(self, host: str, who: str, method: str | None = None) -> Any: ...
-    async def resume_segment(self, segment: str, who: str) -> None: ...
-    async def set_maintenance(self, host: str, enabled: bool, reason: str = "") -> None: ...
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ class RunResult:
 def controller_factory(config: Mapping[str, Any]) -> tuple[EngineFactory, float]:
     """The real Controller with settings from the scenario's `config:`;
     returns the factory and the heartbeat interval the agents must use."""
-    from vmha.engine.controller import Controller
+    from vmha.engine import Engine
     from vmha.engine.settings import ControllerSettings
 
     try:
@@ -91,9 +93,9 @@ def controller_factory(config: Mapping[str, Any]) -> tuple[EngineFactory, float]
                               exc.reason) from None
 
     def build(p: Ports) -> EngineLike:
-        engine: EngineLike = Controller(settings, p.store, p.clock, p.ids, p.fencers, p.cloud,
-                                        p.prober)
-        return engine
+        engine = Engine(settings, p.store, p.clock, p.ids, p.fencers, p.cloud, p.prober,
+                        inbox=Inbox())
+        return cast(EngineLike, engine)
 
     return build, float(settings.heartbeat_interval_s)
 
@@ -233,16 +235,7 @@ class _Session:
         if engine is None:
             return
         try:
-            if cmd.verb == "maintenance":
-                await engine.set_maintenance(cmd.target, cmd.action == "on",
-                                             f"maintenance set by {OPERATOR}")
-            elif cmd.action == "fence-ack":
-                await engine.fence_ack(cmd.target, OPERATOR, force=cmd.text.endswith(" force"))
-            elif cmd.action == "fence":
-                words = cmd.text.split()
-                await engine.fence_host(cmd.target, OPERATOR, words[3] if len(words) > 3 else None)
-            else:
-                await engine.resume_segment(cmd.target, OPERATOR)
+            await engine.inbox.ask(_operator_command(cmd))
         except VmhaError as exc:  # refused by the controller: worth seeing, not a bug
             self._log.world(cmd.target, f"controller refused {cmd.text!r}: {exc}")
         except Exception as exc:
@@ -251,21 +244,36 @@ class _Session:
 
     async def _user(self, cmd: Command) -> None:
         """A user's answer to a decision, or an instance action."""
-        engine: Any = self._engine
+        engine = self._engine
         if engine is None:
             return
         words = cmd.action.split()
         try:
             if cmd.verb == "decide":
                 token = self.tokens.get(cmd.target, f"no-decision.{cmd.target}")
-                await engine.decide(token, words[0], USER)
+                await engine.inbox.ask(commands.Decide(token, words[0], USER))
             else:
                 target = words[1] if len(words) > 1 else None
-                await engine.instance_action(cmd.target, words[0], target, USER)
+                await engine.inbox.ask(commands.InstanceAction(cmd.target, words[0], target,
+                                                               USER))
         except VmhaError as exc:  # refused by the controller: worth seeing, not a bug
             self._log.world(cmd.target, f"controller refused {cmd.text!r}: {exc}")
         except Exception as exc:
             self.errors.append(f"{self._log.rel():.3f} {cmd.text}: {exc!r}")
+
+
+def _operator_command(cmd: Command) -> commands.Command:
+    """`maintenance H on|off` and `operator fence-ack|fence|resume ...` as
+    the commands the API would send."""
+    if cmd.verb == "maintenance":
+        return commands.SetMaintenance(cmd.target, cmd.action == "on",
+                                       f"maintenance set by {OPERATOR}", OPERATOR)
+    if cmd.action == "fence-ack":
+        return commands.FenceAck(cmd.target, OPERATOR, force=cmd.text.endswith(" force"))
+    if cmd.action == "fence":
+        words = cmd.text.split()
+        return commands.FenceHost(cmd.target, OPERATOR, words[3] if len(words) > 3 else None)
+    return commands.ResumeSegment(cmd.target, OPERATOR)
 
 
 def _inject_text(cmd: Command) -> str:

@@ -60,10 +60,11 @@ COMMAND_USAGE: dict[str, str] = {
     "controller-link": "controller-link H down|up",
     "bmc": "bmc H unreachable|ok|stuck-on",
     "agent": "agent H crash|start",
-    "guest": "guest VM panic|hang|ok",
-    "app": "app VM fail|ok",
+    "guest": "guest VM panic|hang|freeze|ok",
+    "app": "app VM fail|fail-hard|ok",
     "vm": "vm VM crash",
     "maintenance": "maintenance H on|off",
+    "compute": "compute H fail-moves|refuse-enable|ok",
     "controller": "controller restart",
     "decide": "decide VM ACTION",
     "action": "action VM ACTION [H]",
@@ -76,21 +77,28 @@ _ACTIONS: dict[str, tuple[str, ...]] = {
     "controller-link": ("down", "up"),
     "bmc": ("unreachable", "ok", "stuck-on"),
     "agent": ("crash", "start"),
-    "guest": ("panic", "hang", "ok"),
-    "app": ("fail", "ok"),
+    "guest": ("panic", "hang", "freeze", "ok"),
+    "app": ("fail", "fail-hard", "ok"),
     "vm": ("crash",),
     "maintenance": ("on", "off"),
+    "compute": ("fail-moves", "refuse-enable", "ok"),
 }
 _HOST_VERBS = ("power-off", "power-on", "network", "controller-link", "bmc", "agent",
-               "maintenance")
+               "maintenance", "compute")
 _VM_VERBS = ("guest", "app", "vm")
+
+
+ISOLATION_ACTIONS = ("reboot", "none")
 
 
 @dataclass(frozen=True)
 class SimSettings:
     """Simulator-only knobs (the `sim:` section). Times in seconds."""
 
-    agent_isolation_timeout_s: float = 10.0  # agent stops feeding its watchdog after this
+    # the agent's [isolation] timeout_s: no contact for this long after the
+    # last contact expired, and it takes its isolation action
+    agent_isolation_timeout_s: float = 10.0
+    agent_contact_window_s: float = 0.0  # a contact lasts this; 0: 3 heartbeat intervals
     agent_watchdog_timeout_s: float = 5.0  # host resets this long after the last feed
     agent_send_jitter_s: float = 0.02  # +- on each heartbeat period
     network_base_delay_ms: float = 0.5  # one-way latency of a healthy link
@@ -104,18 +112,29 @@ class SimSettings:
     cloud_timeout_s: float = 10.0  # a call to a dead/unreachable host fails after this
     guest_watchdog_s: float = 3.0  # a hung guest's watchdog fires after this
     app_detect_s: float = 30.0  # app failure noticed after this (when no probe given)
+    guest_exec_s: float = 0.5  # an in-guest command (the app's restart) takes this long
     event_retry_s: float = 1.0  # agent resends undelivered guest events after this
+    # what a cut-off agent does: `reboot` (stop feeding its watchdog) or
+    # `none` (always feed: the host is never self-fenced; its fence levels
+    # must then not count on agent_watchdog)
+    agent_isolation_action: str = "reboot"
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], where: str = "sim") -> SimSettings:
         known = {f.name for f in fields(cls)}
-        kwargs: dict[str, float] = {}
+        kwargs: dict[str, Any] = {}
         for key, value in data.items():
             if key not in known:
                 raise ValidationError(
                     f"{where}.{key}",
                     f"unknown simulator setting; allowed: {', '.join(sorted(known))}",
                 )
+            if key == "agent_isolation_action":
+                if value not in ISOLATION_ACTIONS:
+                    raise ValidationError(f"{where}.{key}", f"{value!r} is not one of "
+                                          f"{', '.join(ISOLATION_ACTIONS)}")
+                kwargs[key] = value
+                continue
             kwargs[key] = _number(f"{where}.{key}", value, minimum=0.0)
         settings = cls(**kwargs)
         if settings.bmc_power_off_max_s < settings.bmc_power_off_min_s:

@@ -10,10 +10,15 @@ send: heartbeats (`controller.heartbeat`) and guest events
 Model, in short (times from `SimSettings`, all on the virtual loop):
 
 - An agent sends a heartbeat every `heartbeat_interval_s` (+- a small
-  send jitter) over its link. It counts as connected when a heartbeat and
-  its ack got through, or when it reaches a majority of its segment's
-  peers. It feeds its watchdog while it was connected within
-  `agent_isolation_timeout_s`; the watchdog resets the host
+  send jitter) over its link. Whether it feeds its watchdog is decided by
+  the shipped agent's own rule (`vmha.agent.isolation.IsolationMonitor`,
+  the code the real agent runs): contact is a heartbeat whose ack got
+  back, or probe replies from a majority of its segment counting itself
+  (probes go out once the controller was silent for 1.5 intervals, as the
+  agent sends them); a contact lasts `agent_contact_window_s` (default 3
+  intervals, the agent's); after `agent_isolation_timeout_s` without
+  contact the agent takes its isolation action (`reboot`: it stops feeding
+  for good; `none`: it always feeds). The watchdog resets the host
   `agent_watchdog_timeout_s` after the last feed (also when the agent
   crashed: the watchdog is armed with nowayout). A reset host stays off
   until `power-on` (or a BMC power-on); a powered-on host runs its agent
@@ -22,10 +27,23 @@ Model, in short (times from `SimSettings`, all on the virtual loop):
   reports `crashed`; `hang` fires the guest watchdog after
   `guest_watchdog_s`, the hypervisor applies the policy's watchdog action
   (reset / poweroff / pause; others do nothing) and the agent reports
-  `watchdog`; `app fail` is reported as `app_failed` after the first
-  probe's interval x threshold (or `app_detect_s`), `app ok` as `app_ok`.
+  `watchdog`; `freeze` is a hang without a watchdog device: with
+  `guest_ping_s` set the agent reports `guest_unresponsive` after
+  `guest_ping_s` x `guest_ping_failures`; `app fail` is reported as
+  `app_failed` after the first probe's interval x threshold (or
+  `app_detect_s`), `app ok` as `app_ok`. An in-guest command (`exec:`
+  step) restarts an application that failed with `app fail` (not one with
+  `app fail-hard`: it exits 0 all the same) and fails in a hung guest; a reset, restart or reboot
+  clears every guest and application fault. Once the application works
+  again the agent reports `app_ok` after the probe's interval x
+  success_threshold (or a third of `app_detect_s`).
 - Agent reports are queued and resent every tick until the link lets
   them through; reports of an agent that is down are lost.
+- The cloud's compute service of a host (`compute H ...`): `fail-moves`
+  accepts a start there and then fails it (nothing runs; its state reads
+  ERROR, as Nova's evacuation ending in NoValidHost); `refuse-enable`
+  refuses to enable the service again (as Nova keeps a host forced down
+  until its evacuations are completed); `ok` undoes both.
 
 Used by the runner; talks to the controller only as described above.
 """
@@ -38,10 +56,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from vmha.agent.isolation import IsolationMonitor, initial_contact
+from vmha.agent.runtime import STARTUP_GRACE
+from vmha.domain.commands import InstanceEvent
+from vmha.domain.isolation import majority
 from vmha.domain.model import InstanceState
 from vmha.domain.policy import HAPolicy, WatchdogAction
 from vmha.errors import TemporaryError
-from vmha.sim.invariants import Invariants
+from vmha.sim.invariants import WARM_S, Guarding, Invariants
 from vmha.sim.log import SimLog
 from vmha.sim.network import CONTROLLER, Network
 from vmha.sim.scenario import Command, Scenario, SimSettings
@@ -52,11 +74,18 @@ _STATE = {"running": InstanceState.RUNNING, "paused": InstanceState.PAUSED,
 _HYPERVISOR_RESETS = (WatchdogAction.RESET, WatchdogAction.RESET_NOTIFY)
 
 
+class AgentsInbox(Protocol):
+    async def ask(self, command: InstanceEvent) -> Any: ...
+
+
 class ControllerLike(Protocol):
-    """What the world needs of the controller (the agents' side of it)."""
+    """What the world needs of the controller (the agents' side of it):
+    heartbeats, and guest events as commands through its inbox."""
+
+    @property
+    def inbox(self) -> AgentsInbox: ...
 
     def heartbeat(self, host: str, seq: int, sent_at: float) -> None: ...
-    async def instance_event(self, instance_id: str, kind: str, detail: str = "") -> None: ...
 
 
 @dataclass
@@ -67,6 +96,7 @@ class Copy:
     state: str  # running | paused | stopped | crashed
     guest_hung: bool = False
     app_ok: bool = True
+    app_hard: bool = False  # an in-guest restart does not fix it
     gen: int = 0
 
 
@@ -88,8 +118,9 @@ class SimHost:
     agent_up: bool = False
     bmc: str = "ok"  # ok | unreachable | stuck-on
     compute_enabled: bool = True
+    compute: str = "ok"  # ok | fail-moves | refuse-enable (the cloud's compute service)
     seq: int = 0
-    last_connected: float = 0.0
+    isolation: IsolationMonitor | None = None  # the running agent's (None: not running)
     tick: asyncio.TimerHandle | None = None
     watchdog: asyncio.TimerHandle | None = None
     boot: asyncio.TimerHandle | None = None  # power-on in progress
@@ -108,7 +139,13 @@ class World:
         self.hosts = {h.name: SimHost(h.name, h.segment) for h in scenario.hosts}
         self.net = Network(list(self.hosts), self.sim.network_base_delay_ms / 1000.0,
                            self.rng)
-        self.inv = Invariants(log, {h.name: h.segment for h in scenario.hosts})
+        self.inv = Invariants(log, {h.name: h.segment for h in scenario.hosts}, self,
+                              _guarding(scenario))
+        self._cut_since: dict[str, float] = {}  # host -> when its network went down
+        self._dirty: set[str] = set()  # hosts whose link was lossy or slow in this run
+        self._link_changed: dict[str, float] = {}  # host -> its controller link's last change
+        self._started = 0.0
+        self._restarts = [c.at for c in scenario.commands if c.verb == "controller"]
         self.vms: dict[str, SimVM] = {}
         for inst in scenario.instances:
             assert inst.host is not None and inst.policy is not None
@@ -119,6 +156,7 @@ class World:
         self.controller: ControllerLike | None = None
         self.errors: list[str] = []
         self.recover_s: dict[str, float] = {}
+        self.failed_moves: set[tuple[str, str]] = set()  # (vm, host): the cloud failed it
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # --- plumbing ---------------------------------------------------------
@@ -159,12 +197,17 @@ class World:
         await asyncio.sleep(self.sim.vm_start_s)
         if not self.answers(host):
             raise TemporaryError(f"{op} {vm_id}: host {host} went away during the {op}")
+        if op == "start" and self.hosts[host].compute == "fail-moves":
+            self.failed_moves.add((vm_id, host))
+            self.log.world(vm_id, f"move to {host} accepted, then failed there")
+            return
         if op == "start":
             self.start_copy(vm_id, host, stopped)
         else:
             self.reset_copy(vm_id, host)
 
     def start(self) -> None:
+        self._started = self.now()
         for host in self.hosts.values():
             self._start_agent(host, first=True)
 
@@ -184,7 +227,13 @@ class World:
 
     def _start_agent(self, h: SimHost, first: bool = False) -> None:
         h.agent_up = True
-        h.last_connected = self.now()
+        peers = [p.name for p in self.hosts.values() if p.segment == h.segment and p is not h]
+        window = self.sim.agent_contact_window_s or 3 * self.interval
+        # as the agent starts: a short grace, never past the contact it saved
+        saved = h.isolation.last_contact() if h.isolation is not None else None
+        start = initial_contact(self.now(), saved, window, STARTUP_GRACE * self.interval)
+        h.isolation = IsolationMonitor(peers, window, self.sim.agent_isolation_timeout_s,
+                                       self.sim.agent_isolation_action, start)
         self._feed(h)
         rng = self._rngs[h.name]
         # Spread the first heartbeats so hosts do not tick in lockstep.
@@ -192,34 +241,34 @@ class World:
         h.tick = self.later(delay, self._agent_tick, h)
 
     def _agent_tick(self, h: SimHost) -> None:
-        if not (h.powered and h.agent_up):
+        """One tick of the agent (vmha.agent.runtime.Agent.tick): heartbeat,
+        probes when the controller has been silent, the isolation verdict."""
+        monitor = h.isolation
+        if not (h.powered and h.agent_up) or monitor is None:
             return
         now = self.now()
         h.seq += 1
-        connected = False
         delay = self.net.transit(h.name, CONTROLLER)
         if delay is not None:
             self.later(delay, self._deliver_heartbeat, h.name, h.seq, now)
-            connected = self.net.transit(CONTROLLER, h.name) is not None
-        if not connected:
-            connected = self._reaches_peer_majority(h)
-        if connected:
-            h.last_connected = now
-        if now - h.last_connected <= self.sim.agent_isolation_timeout_s:
+            if self.net.transit(CONTROLLER, h.name) is not None:
+                monitor.controller_contact(now)  # the ack came back
+        if monitor.controller_silent_for(now) > 1.5 * self.interval:
+            self._probe_peers(h, monitor, now)
+        if monitor.evaluate(now).feed:
             self._feed(h)
         self._flush(h)
         jitter = self.sim.agent_send_jitter_s
         period = self.interval + self._rngs[h.name].uniform(-jitter, jitter)
         h.tick = self.later(max(period, 0.001), self._agent_tick, h)
 
-    def _reaches_peer_majority(self, h: SimHost) -> bool:
-        peers = [p for p in self.hosts.values() if p.segment == h.segment and p is not h]
-        if not peers:
-            return False
-        reached = sum(
-            1 for p in peers if self.answers(p.name) and self.net.round_trip(h.name, p.name)
-        )
-        return reached * 2 > len(peers)
+    def _probe_peers(self, h: SimHost, monitor: IsolationMonitor, now: float) -> None:
+        """Each peer whose agent answers over the network is a contact."""
+        for p in self.hosts.values():
+            if p.segment != h.segment or p is h:
+                continue
+            if self.answers(p.name) and self.net.round_trip(h.name, p.name) is not None:
+                monitor.peer_contact(p.name, now)
 
     def _deliver_heartbeat(self, host: str, seq: int, sent_at: float) -> None:
         if self.controller is not None:
@@ -258,7 +307,7 @@ class World:
 
     async def _call_event(self, c: ControllerLike, vm: str, kind: str, detail: str) -> None:
         try:
-            await c.instance_event(vm, kind, detail)
+            await c.inbox.ask(InstanceEvent(vm, kind, detail))
         except Exception as exc:  # the controller's bug, reported at the end
             self.errors.append(f"{self.log.rel():.3f} instance_event({vm}, {kind}): {exc!r}")
 
@@ -269,6 +318,7 @@ class World:
         if not h.powered:
             return
         h.powered, h.agent_up = False, False
+        self.inv.on_health_change(host, self.now())
         for handle in (h.tick, h.watchdog, h.boot, h.cutoff):
             if handle is not None:
                 handle.cancel()
@@ -291,14 +341,66 @@ class World:
 
     def _booted(self, h: SimHost) -> None:
         h.boot = None
+        self.inv.on_health_change(h.name, self.now())
         if h.powered and not h.agent_up:
             self._start_agent(h)
             self.log.world(h.name, "booted, agent running")
 
-    def bmc_power_off(self, host: str, method: str) -> None:
-        """A BMC accepted a power-off: the host goes dark a moment later."""
+    # --- ground truth for the invariants ------------------------------------
+
+    def healthy(self, host: str) -> bool:
+        """Powered, agent running, a clean link (its controller link aside)."""
+        h, link = self.hosts[host], self.net.link(host)
+        return (h.powered and h.agent_up and not link.down and link.loss == 0
+                and link.delay_s == 0 and link.jitter_s == 0)
+
+    def alive(self, host: str) -> bool:
+        return self.hosts[host].powered
+
+    def in_contact(self, host: str) -> bool:
+        """Contact by its agent's rule (vmha.domain.isolation), as the network
+        really is: its controller link up, or a majority of its segment
+        surely reachable (peers `healthy`: powered, agent running, a clean
+        link). A host without it may fence itself (through a lossy peer link
+        contact is a matter of luck, for its agent as for the controller's
+        peer rounds): fencing it too harms nothing it serves."""
+        h, link = self.hosts[host], self.net.link(host)
+        if link.down:
+            return False
+        if not link.controller_down:
+            return True
+        peers = [p for p in self.hosts.values() if p.segment == h.segment and p.name != host]
+        return majority(len(peers), sum(1 for p in peers if self.healthy(p.name)))
+
+    def cut_off_since(self, host: str) -> float | None:
+        """Since when the powered-on host's network is down, if its link had
+        been clean and its health and its controller link unchanged (and up)
+        for WARM_S before, and never lossy or slow in this run (None otherwise:
+        the controller may rightly have judged it earlier or later)."""
+        since = self._cut_since.get(host)
+        return since if since is not None and self.hosts[host].powered else None
+
+    def _track_cut(self, h: SimHost, action: str) -> None:
+        now = self.now()
+        if action in ("loss", "delay"):
+            self._dirty.add(h.name)
+        elif action == "down" and h.name not in self._cut_since:
+            rel = self.log.rel(now)
+            restarted = max((at for at in self._restarts if at <= rel), default=-WARM_S)
+            changed = max(self.inv.health_changed(h.name), self._started,
+                          self._link_changed.get(h.name, float("-inf")))
+            warm = (now - changed >= WARM_S and rel - restarted >= WARM_S
+                    and not self.net.link(h.name).controller_down)
+            if warm and h.name not in self._dirty and h.powered and h.agent_up:
+                self._cut_since[h.name] = now
+        elif action == "up":
+            self._cut_since.pop(h.name, None)
+
+    def bmc_power_off(self, host: str, method: str, sent_at: float | None = None) -> None:
+        """A BMC accepted a power-off (sent at `sent_at`): the host goes dark
+        a moment later."""
         h = self.hosts[host]
-        self.inv.on_power_off(host, method)
+        self.inv.on_power_off(host, method, sent_at)
         if h.bmc == "stuck-on":
             self.log.world(host, f"bmc accepted {method} power-off but the host stays on")
             return
@@ -339,8 +441,9 @@ class World:
         self.inv.on_start(vm_id, host, old, old is not None and old != host
                           and old in self.running_hosts(vm))
         copy = vm.copies.setdefault(host, Copy(host, "stopped"))
+        app_failed = not copy.app_ok
         copy.gen += 1
-        copy.guest_hung, copy.app_ok = False, True
+        copy.guest_hung, copy.app_ok, copy.app_hard = False, True, False
         vm.home = host
         if stopped:
             copy.state = "stopped"
@@ -350,6 +453,8 @@ class World:
         self.log.world(vm_id, f"running on {host}")
         self._came_up(vm)
         self.report(host, vm_id, "started", f"started on {host}")
+        if app_failed:  # the agent's probes pass again
+            self.later(self._app_recovery(vm), self._app_check, vm, copy, copy.gen, True)
 
     def stop_copy(self, vm_id: str, host: str) -> None:
         vm = self.vms[vm_id]
@@ -367,18 +472,23 @@ class World:
         if copy is None:  # like the fake cloud: a reset of nothing starts it
             self.start_copy(vm_id, host, stopped=False)
             return
-        was_running = copy.state in RUNNING
-        copy.state, copy.guest_hung, copy.app_ok = "running", False, True
+        was_running, app_failed = copy.state in RUNNING, not copy.app_ok
+        copy.state, copy.guest_hung, copy.app_ok, copy.app_hard = "running", False, True, False
         copy.gen += 1
         vm.home = host
         self.log.world(vm_id, f"reset on {host}" if was_running else f"running on {host}")
         self._came_up(vm)
         if not was_running:
             self.report(host, vm_id, "started", f"started on {host}")
+        if app_failed:  # the agent's probes pass again
+            self.later(self._app_recovery(vm), self._app_check, vm, copy, copy.gen, True)
 
     def copy_state(self, vm_id: str, host: str) -> InstanceState:
         copy = self.vms[vm_id].copies.get(host)
-        return InstanceState.UNKNOWN if copy is None else _STATE[copy.state]
+        if copy is None:
+            return InstanceState.ERROR if (vm_id, host) in self.failed_moves else \
+                InstanceState.UNKNOWN
+        return _STATE[copy.state]
 
     def used(self, host: str) -> list[str]:
         """Instances holding resources on `host` (defined there, any state)."""
@@ -407,12 +517,17 @@ class World:
         elif what == "hang":
             copy.guest_hung = True
             self.later(self.sim.guest_watchdog_s, self._guest_watchdog, vm, copy, copy.gen)
-        elif what == "app-fail":
-            copy.app_ok = False
+        elif what == "freeze":
+            copy.guest_hung = True
+            if vm.policy.guest_ping_s:
+                after = vm.policy.guest_ping_s * vm.policy.guest_ping_failures
+                self.later(after, self._ping_check, vm, copy, copy.gen)
+        elif what in ("app-fail", "app-fail-hard"):
+            copy.app_ok, copy.app_hard = False, what == "app-fail-hard"
             self.later(self._app_detect(vm), self._app_check, vm, copy, copy.gen, False)
         elif what == "app-ok":
             copy.app_ok = True
-            self.later(self._app_detect(vm) / 3, self._app_check, vm, copy, copy.gen, True)
+            self.later(self._app_recovery(vm), self._app_check, vm, copy, copy.gen, True)
         elif what == "guest-ok":
             copy.guest_hung = False
 
@@ -421,6 +536,34 @@ class World:
             probe = vm.policy.probes[0]
             return probe.interval_s * probe.failure_threshold
         return self.sim.app_detect_s
+
+    def _app_recovery(self, vm: SimVM) -> float:
+        if vm.policy.probes:
+            probe = vm.policy.probes[0]
+            return probe.interval_s * probe.success_threshold
+        return self.sim.app_detect_s / 3
+
+    def _ping_check(self, vm: SimVM, copy: Copy, gen: int) -> None:
+        if copy.gen != gen or copy.state != "running" or not copy.guest_hung:
+            return
+        self.report(copy.host, vm.id, "guest_unresponsive",
+                    f"guest-ping failed {vm.policy.guest_ping_failures} times in a row")
+
+    def guest_exec(self, vm_id: str, host: str) -> tuple[bool, str]:
+        """An in-guest command (the application's restart): (exit 0, what)."""
+        vm = self.vms[vm_id]
+        copy = vm.copies.get(host)
+        if copy is None or copy.state != "running" or copy.guest_hung:
+            return False, "the guest agent did not answer"
+        if copy.app_ok:
+            return True, "exit 0"
+        if copy.app_hard:  # the command thinks it worked; the probes know better
+            self.log.world(vm_id, f"in-guest restart on {host} did not help")
+            return True, "exit 0"
+        copy.app_ok = True
+        self.log.world(vm_id, f"application restarted inside the guest on {host}")
+        self.later(self._app_recovery(vm), self._app_check, vm, copy, copy.gen, True)
+        return True, "exit 0"
 
     def _app_check(self, vm: SimVM, copy: Copy, gen: int, ok: bool) -> None:
         if copy.gen != gen or copy.state != "running" or copy.app_ok != ok:
@@ -459,12 +602,19 @@ class World:
     def apply(self, cmd: Command) -> None:
         """Apply a world command (not maintenance/operator/controller)."""
         if cmd.verb in ("guest", "app", "vm"):
-            what = {"guest": {"panic": "panic", "hang": "hang", "ok": "guest-ok"},
-                    "app": {"fail": "app-fail", "ok": "app-ok"},
+            what = {"guest": {"panic": "panic", "hang": "hang", "freeze": "freeze",
+                              "ok": "guest-ok"},
+                    "app": {"fail": "app-fail", "fail-hard": "app-fail-hard", "ok": "app-ok"},
                     "vm": {"crash": "crash"}}[cmd.verb][cmd.action]
             self.guest_fault(cmd.target, what)
             return
         h = self.hosts[cmd.target]
+        if cmd.verb == "controller-link":
+            self._link_changed[h.name] = self.now()
+        if cmd.verb == "network":
+            self._track_cut(h, cmd.action)
+        if cmd.verb in ("power-off", "power-on", "network", "agent"):
+            self.inv.on_health_change(h.name, self.now())
         if cmd.verb == "power-off" or (cmd.verb, cmd.action) in (
             ("network", "down"), ("network", "loss"), ("network", "delay"),
             ("controller-link", "down"), ("agent", "crash"), ("bmc", "unreachable"),
@@ -500,6 +650,9 @@ class World:
     def _cmd_bmc(self, h: SimHost, cmd: Command) -> None:
         h.bmc = cmd.action
 
+    def _cmd_compute(self, h: SimHost, cmd: Command) -> None:
+        h.compute = cmd.action
+
     def _cmd_agent(self, h: SimHost, cmd: Command) -> None:
         if cmd.action == "crash":
             if h.agent_up:
@@ -512,3 +665,16 @@ class World:
         elif not h.agent_up and h.boot is None:
             self._start_agent(h)
             self.log.world(h.name, "agent started")
+
+
+def _guarding(scenario: Scenario) -> Guarding:
+    """The guard's settings and the operator actions that lift it."""
+    overrides = tuple(
+        (c.at, c.target if c.verb == "operator" else scenario.host(c.target).segment)
+        for c in scenario.commands
+        if (c.verb == "operator" and c.action == "resume") or c.verb == "maintenance")
+    fences = tuple((c.at, c.target) for c in scenario.commands
+                   if c.verb == "operator" and c.action == "fence")
+    return Guarding({s.name: s.mass_failure_threshold for s in scenario.segments},
+                    float(scenario.config.get("mass_failure_window_s", 60.0)), overrides,
+                    fences)

@@ -7,7 +7,7 @@
 - `dispatcher`: the background task that reads the outbox in order and
   delivers to every subscription, with retries and dead letters.
 
-Used by the controller service (`vmha.cli.service`) and the API; nothing
+Used by the controller service (`vmha.controller.service`) and the API; nothing
 here reads settings from a global.
 """
 

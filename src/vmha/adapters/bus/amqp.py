@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from vmha.adapters.bus.render import oslo_notification
@@ -50,7 +51,8 @@ class OsloPublisher:
     """Publishes oslo notifications through one oslo.messaging Notifier."""
 
     def __init__(self, transport_url: str, *, exchange: str = "notifications",
-                 topic: str = "vmha", publisher_id: str = "vmha", retries: int = 2) -> None:
+                 topic: str = "vmha", publisher_id: str = "vmha", retries: int = 2,
+                 project_id: str = "", ceilometer_priorities: bool = False) -> None:
         try:
             import kombu.exceptions
             import oslo_messaging
@@ -74,6 +76,8 @@ class OsloPublisher:
                 raise ConfigError(f"[events] amqp_url is not a valid transport URL: "
                                   f"{exc}") from exc
         self._publisher_id = publisher_id
+        self._project_id = project_id  # for events without a project (host events)
+        self._ceilometer = ceilometer_priorities
         self._topic = topic
         self._retries = retries
         self._target = oslo_messaging.Target
@@ -83,7 +87,7 @@ class OsloPublisher:
         await asyncio.to_thread(self._publish, event)
 
     def _publish(self, event: Event) -> None:
-        note = oslo_notification(event, self._publisher_id)
+        note = oslo_notification(event, self._publisher_id, self._project_id, self._ceilometer)
         # Topic `<topic>.<priority>`, as oslo's messagingv2 driver does.
         target = self._target(topic=f"{self._topic}.{note['priority'].lower()}")
         send = self._transport._send_notification  # see the module docstring
@@ -111,6 +115,20 @@ class RoutingSender:
             await self._amqp.send(subscription, event)
         else:
             await self._webhook.send(subscription, event)
+
+    async def send_many(self, subscription: Subscription, events: Sequence[Event],
+                        ) -> tuple[int, DeliveryFailed | None]:
+        """Webhooks pipelined (WebhookSender.send_many); AMQP one by one."""
+        if not subscription.url.startswith(AMQP_SCHEME):
+            result: tuple[int, DeliveryFailed | None] = await self._webhook.send_many(
+                subscription, events)
+            return result
+        for n, event in enumerate(events):
+            try:
+                await self.send(subscription, event)
+            except DeliveryFailed as exc:
+                return n, exc
+        return len(events), None
 
     async def aclose(self) -> None:
         if self._amqp is not None:

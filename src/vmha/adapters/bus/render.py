@@ -30,6 +30,13 @@ _PRIORITY = {
     Severity.ERROR: "ERROR",
     Severity.CRITICAL: "CRITICAL",
 }
+# Ceilometer's event pipeline reads only `info` and `error` notifications.
+_CEILOMETER_PRIORITY = {
+    Severity.INFO: "INFO",
+    Severity.WARNING: "INFO",
+    Severity.ERROR: "ERROR",
+    Severity.CRITICAL: "ERROR",
+}
 
 
 def _rfc3339(seconds: float) -> str:
@@ -73,20 +80,29 @@ def cloudevent_json(event: Event, source: str = "vmha") -> bytes:
     return json.dumps(cloudevent(event, source), separators=(",", ":"), sort_keys=True).encode()
 
 
-def oslo_notification(event: Event, publisher_id: str = "vmha") -> dict[str, Any]:
+def oslo_notification(event: Event, publisher_id: str = "vmha",
+                      project_id: str = "", ceilometer: bool = False) -> dict[str, Any]:
     """The oslo.messaging notification envelope of one event. `event_type`
-    is namespaced (`vmha.host.failed`) so Aodh alarms can match `vmha.*`."""
+    is namespaced (`vmha.host.failed`) so Aodh alarms can match `vmha.*`.
+    The payload is flat and carries `project_id`/`tenant_id` (Ceilometer
+    makes them the event's project, which Aodh matches against an alarm's):
+    the instance's project, else `project_id` (the operators' project, for
+    host events). `ceilometer`: priorities INFO/ERROR only (warnings as
+    INFO, critical as ERROR), the two Ceilometer's event pipeline reads;
+    the payload's `severity` still says which it was."""
     stamp = datetime.fromtimestamp(event.time, tz=UTC)
     return {
         "message_id": str(uuid.uuid5(_MESSAGE_NS, f"{publisher_id}/{event.id}")),
         "publisher_id": publisher_id,
         "event_type": OSLO_EVENT_PREFIX + event.type,
-        "priority": _PRIORITY[event.severity],
+        "priority": (_CEILOMETER_PRIORITY if ceilometer else _PRIORITY)[event.severity],
         "timestamp": stamp.strftime("%Y-%m-%d %H:%M:%S.%f"),
         "payload": {
             "id": event.id,
             "subject": event.subject,
             "time": _rfc3339(event.time),
+            "project_id": event.project or project_id,
+            "tenant_id": event.project or project_id,
             **event_data(event),
         },
     }

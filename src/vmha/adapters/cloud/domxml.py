@@ -24,12 +24,12 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from vmha.domain.errors import ValidationError
+from vmha.domain.spec import GUEST_AGENT_CHANNEL
 
 __all__ = ["WATCHDOG_ACTIONS", "DomainSpec", "guest_cmdline", "mac_for", "render_domain"]
 
 #: i6300esb actions vmha uses (libvirt also knows shutdown, dump, inject-nmi).
 WATCHDOG_ACTIONS = ("reset", "poweroff", "pause", "none")
-GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
 
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")

@@ -17,7 +17,9 @@ the device inert and vmha reacts to the event instead.
 
 `instance_state` says `running` only when the domain runs and, when the
 spec has a `health_url`, the application answers it; a booting guest reads
-as `building`. Host enable/disable are no-ops: vmha's own planner is the
+as `building`. Escalation steps inside the guest (GuestControl) go to the
+agent too: `exec:` through `POST /v1/domains/{uuid}/exec` (the QEMU guest
+agent), `reboot` as the domain action. Host enable/disable are no-ops: vmha's own planner is the
 scheduler and reads host states directly.
 
 Called by the engine (recovery jobs, restarts) through the port; it must
@@ -30,7 +32,7 @@ import asyncio
 import logging
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,7 @@ from vmha.domain.errors import Conflict, NotFound, TemporaryError, ValidationErr
 from vmha.domain.model import Instance, InstanceState
 from vmha.domain.policy import HAPolicy, WatchdogAction
 from vmha.domain.spec import InstanceSpec
-from vmha.ports import Store
+from vmha.ports import GuestResult, Store
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +172,21 @@ class LibvirtCloud:
     async def enable_host(self, host: str) -> None:
         log.debug("libvirt: %s back in scheduling", host)
 
+    # -- inside the guest (vmha.ports.GuestControl) -----------------------------
+
+    async def exec_in_guest(self, instance: Instance, host: str, command: Sequence[str],
+                            timeout_s: float) -> GuestResult:
+        """Run `command` in the guest through its QEMU guest agent (the host
+        agent's `POST /v1/domains/{uuid}/exec`)."""
+        uuid = domain_uuid(instance.id)
+        out = await self._call(host, "POST", f"/v1/domains/{uuid}/exec",
+                               {"command": list(command), "timeout_s": timeout_s})
+        return exec_result(out)
+
+    async def reboot_instance(self, instance: Instance, host: str) -> None:
+        """Ask the guest to reboot (guest agent, else ACPI)."""
+        await self._action(instance, host, "reboot")
+
     # -- beyond the port: for actions and the lab -------------------------------
 
     async def action(self, instance: Instance, host: str, action: str) -> str:
@@ -218,6 +235,20 @@ class LibvirtCloud:
             raise _translate(host, method, path, response)
         data = response.json()
         return data if isinstance(data, dict) else {}
+
+
+def exec_result(out: dict[str, Any]) -> GuestResult:
+    """The agent's exec answer in words: exit code or signal, or the
+    timeout. The guest's output is not repeated: it is the tenant's and
+    may hold anything (the agent's log has its size)."""
+    took = f" in {float(out.get('duration_s') or 0):.1f} s"
+    if out.get("timed_out"):
+        return GuestResult(False, f"timed out{took}")
+    code, signal = out.get("exitcode"), out.get("signal")
+    if code == 0:
+        return GuestResult(True, f"exit 0{took}")
+    what = f"killed by signal {signal}" if signal else f"exit {code}"
+    return GuestResult(False, f"{what}{took}")
 
 
 def _translate(host: str, method: str, path: str, response: httpx.Response) -> VmhaError:

@@ -85,9 +85,10 @@ class IpmiFencer:
             ) from None
         except pyghmi_exc.IpmiException as exc:
             raise _translate(exc, host.name, op, where, endpoint.username) from exc
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:  # UnicodeError: a name DNS cannot encode
             raise TemporaryError(
-                f"ipmi {op} on host {host.name}: cannot reach BMC {where}: {exc.strerror or exc}"
+                f"ipmi {op} on host {host.name}: cannot reach BMC {where}: "
+                f"{getattr(exc, 'strerror', None) or exc}"
             ) from exc
 
 

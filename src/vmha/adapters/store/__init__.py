@@ -9,30 +9,40 @@ simulator. The SQL modules load lazily, so importing the fake stays cheap.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from vmha.adapters.fencing.secrets import SecretBox
     from vmha.adapters.store.sql import SqlStore
+
+log = logging.getLogger("vmha.store")
 
 __all__ = ["open_store", "upgrade"]
 
 
-def open_store(url: str, *, migrate: bool = False) -> SqlStore:
+def open_store(url: str, *, migrate: bool = False, box: SecretBox | None = None) -> SqlStore:
     """A SqlStore on `url`; with `migrate`, apply missing migrations first.
+    With `box` (the service's key) the store's secrets are sealed at rest:
+    the key is checked against the database and values still in clear are
+    sealed now (vmha.adapters.store.sealing).
 
-    Raises ConfigError for an unusable URL, StoreUnavailable when
-    migrating and the database cannot be reached (without `migrate`, the
-    first call reports that)."""
+    Raises ConfigError for an unusable URL or another key than the
+    database's, StoreUnavailable when migrating and the database cannot be
+    reached (without `migrate`, the first call reports that)."""
     from vmha.adapters.store.engine import make_engine
+    from vmha.adapters.store.sealing import Sealer
     from vmha.adapters.store.sql import SqlStore
 
-    store = SqlStore(make_engine(url))
-    if migrate:
-        try:
+    store = SqlStore(make_engine(url), Sealer(box))
+    try:
+        if migrate:
             store.upgrade()
-        except BaseException:
-            store.close()
-            raise
+        if box is not None and store.adopt_key():
+            log.info("store: sealed the secrets that were stored in clear with the service's key")
+    except BaseException:
+        store.close()
+        raise
     return store
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from vmha.domain.agents import AgentRecord
 from vmha.domain.errors import ValidationError
+from vmha.domain.jobs import data_from_storage
 from vmha.domain.model import (
     Capacity,
     Event,
@@ -29,6 +30,7 @@ from vmha.domain.model import (
     RecoveryMethod,
     Segment,
     Severity,
+    StepState,
     SubjectKind,
 )
 from vmha.domain.policy import HAPolicy
@@ -101,6 +103,7 @@ def host_from(r: Mapping[str, Any]) -> Host:
         maintenance=bool(r["maintenance"]), bmc=r["bmc"],
         fence_levels=tuple(tuple(level) for level in r["fence_levels"]),
         state_reason=r["state_reason"], state_since=float(r["state_since"]),
+        version=int(r["version"]),
     )
 
 
@@ -122,6 +125,7 @@ def instance_from(r: Mapping[str, Any]) -> Instance:
         policy=None if policy is None else HAPolicy.from_dict(policy),
         policy_name=r["policy_name"], anti_affinity_group=r["anti_affinity_group"],
         spec=None if r.get("spec") is None else InstanceSpec.from_dict(r["spec"]),
+        version=int(r["version"]),
     )
 
 
@@ -155,7 +159,7 @@ def event_from(r: Mapping[str, Any]) -> Event:
 
 def _step_dict(s: JobStep) -> dict[str, Any]:
     return {
-        "name": s.name, "state": s.state, "started_at": s.started_at,
+        "name": s.name, "state": s.state.value, "started_at": s.started_at,
         "finished_at": s.finished_at, "detail": s.detail,
     }
 
@@ -165,14 +169,14 @@ def job_row(j: Job) -> Row:
         "id": j.id, "kind": j.kind.value, "subject": j.subject, "state": j.state.value,
         "generation": j.generation, "steps": plain_json([_step_dict(s) for s in j.steps], "steps"),
         "created_at": j.created_at, "updated_at": j.updated_at, "reason": j.reason,
-        "data": plain_json(dict(j.data), "data"),
+        "data": plain_json(j.data.to_storage(), "data"),
     }
 
 
 def job_from(r: Mapping[str, Any]) -> Job:
     steps = tuple(
         JobStep(
-            name=s["name"], state=s["state"], started_at=float(s["started_at"]),
+            name=s["name"], state=StepState(s["state"]), started_at=float(s["started_at"]),
             finished_at=None if s["finished_at"] is None else float(s["finished_at"]),
             detail=s["detail"],
         )
@@ -181,7 +185,9 @@ def job_from(r: Mapping[str, Any]) -> Job:
     return Job(
         id=r["id"], kind=JobKind(r["kind"]), subject=r["subject"], state=JobState(r["state"]),
         generation=int(r["generation"]), steps=steps, created_at=float(r["created_at"]),
-        updated_at=float(r["updated_at"]), reason=r["reason"], data=r["data"],
+        updated_at=float(r["updated_at"]), reason=r["reason"],
+        data=data_from_storage(JobKind(r["kind"]), r["data"], r["subject"]),
+        version=int(r["version"]),
     )
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import StaticPool
 
 from vmha.domain.errors import ConfigError, StoreUnavailable
+from vmha.redact import hide_password
 
 WRITE = "vmha_write"  # execution option: this transaction writes
 SQLITE_BUSY_S = 30.0
@@ -36,8 +37,10 @@ def is_memory(url: URL) -> bool:
 def make_engine(url: str) -> sa.Engine:
     try:
         parsed = make_url(url)
-    except sa.exc.ArgumentError as exc:
-        raise ConfigError(f"database URL {url!r} cannot be parsed: {exc}") from exc
+    except (sa.exc.ArgumentError, ValueError) as exc:  # ValueError: e.g. a bad port
+        raise ConfigError(f"database URL {hide_password(url)!r} cannot be parsed; "
+                          "write it like postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB "
+                          "(URL-encode special characters)") from exc
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         return _sqlite_engine(parsed)

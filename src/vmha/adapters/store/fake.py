@@ -11,6 +11,8 @@ It must not do any I/O.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -19,34 +21,49 @@ from typing import Any, TypeVar
 from vmha.adapters.store import bmc_rows, codec
 from vmha.adapters.store.query import (
     DELIVERED_KEEP,
+    FENCED_TABLES,
     HOSTS,
     INSTANCES,
     JOBS,
     POLICIES,
+    PROJECT_JOB_KINDS,
     SEGMENTS,
     Plan,
     Resource,
     already_exists,
     check_delivery_limit,
     check_event_query,
+    host_has_job,
     plan,
     policy_in_use,
+    registration_plan,
     segment_has_hosts,
     stale_job,
-    type_matches,
+    superseded,
 )
-from vmha.domain.agents import AgentRecord
+from vmha.domain.agents import AgentRecord, Registered, Registration
 from vmha.domain.bmc import BmcRecord
-from vmha.domain.errors import Conflict, NotFound
-from vmha.domain.model import Event, Host, Instance, Job, Segment
+from vmha.domain.errors import Conflict, NotFound, NotLeader, StaleWrite
+from vmha.domain.model import (
+    TERMINAL_JOB_STATES,
+    Event,
+    Host,
+    Instance,
+    Job,
+    JobKind,
+    JobState,
+    Segment,
+)
 from vmha.ports import (
     Delivery,
     DeliveryStatus,
     EventQuery,
+    Leadership,
     ListQuery,
     NamedPolicy,
     Page,
     Subscription,
+    type_matches,
 )
 
 T = TypeVar("T")
@@ -55,6 +72,10 @@ Row = dict[str, Any]
 
 class FakeStore:
     """In-memory Store with the semantics of SqlStore."""
+
+    # never waits: awaited in line, on the simulator's virtual loop too
+    # (vmha.adapters.store.aio)
+    blocking = False
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
@@ -70,6 +91,10 @@ class FakeStore:
         self._deliveries: dict[str, dict[int, Row]] = {}
         self._events: list[Row] = []
         self._next_event_id = 1
+        # shared with the views made by fenced(); _epoch is the view's own
+        self._leadership: dict[str, Any] = {"holder": "", "epoch": 0, "since": 0.0}
+        self._epoch: int | None = None
+        self.on_commit: Callable[[list[Event]], None] | None = None  # as SqlStore's
 
     # -- encoded rows ---------------------------------------------------
 
@@ -92,6 +117,13 @@ class FakeStore:
             raise NotFound(kind, key)
         return self._decode(table, stored)
 
+    def _next_version(self, table: str, kind: str, key: str, read: int) -> int:
+        """The version a write of a row read at `read` gets (0: unchecked)."""
+        stored = int(self._tables[table][key]["version"])
+        if read and read != stored:
+            raise StaleWrite(kind, key, stored, read)
+        return stored + 1
+
     def _require_absent(self, table: str, kind: str, key: str) -> None:
         if key in self._tables[table]:
             raise Conflict(already_exists(kind, key))
@@ -111,9 +143,17 @@ class FakeStore:
             self._next_event_id += 1
             self._events.append({**row, "payload": json.dumps(row["payload"])})
             stored.append(codec.event_from(row))
+        if stored and self.on_commit is not None:
+            self.on_commit(stored)
         return stored
 
+    def _fence(self, table: str) -> None:
+        if self._epoch is not None and table in FENCED_TABLES \
+                and self._leadership["epoch"] != self._epoch:
+            raise NotLeader(superseded(self._epoch))
+
     def _write(self, table: str, key: str, row: Row, events: Sequence[Event]) -> None:
+        self._fence(table)
         event_rows = [codec.event_row(e) for e in events]  # refuse bad payloads first
         self._put(table, key, row)
         self._store_events(event_rows)
@@ -180,6 +220,7 @@ class FakeStore:
             self._delete("segments", name, events)
 
     def _delete(self, table: str, key: str, events: Sequence[Event]) -> None:
+        self._fence(table)
         event_rows = [codec.event_row(e) for e in events]
         del self._tables[table][key]
         self._store_events(event_rows)
@@ -187,7 +228,7 @@ class FakeStore:
     # -- hosts ------------------------------------------------------------
 
     def create_host(self, host: Host, events: Sequence[Event] = ()) -> Host:
-        row = codec.host_row(host)
+        row = {**codec.host_row(host), "version": 1}
         with self._lock:
             self._require_absent("hosts", "host", host.name)
             self._require("segments", "segment", host.segment)
@@ -201,17 +242,55 @@ class FakeStore:
     def list_hosts(self, query: ListQuery) -> Page[Host]:
         return self._page(HOSTS, "hosts", query, codec.host_from)
 
+    def host_versions(self) -> dict[str, int]:
+        with self._lock:
+            return {name: int(row["version"]) for name, row in self._tables["hosts"].items()}
+
+    def get_hosts(self, names: Sequence[str]) -> list[Host]:
+        with self._lock:
+            return [codec.host_from(self._row("hosts", "host", n)) for n in names
+                    if n in self._tables["hosts"]]
+
     def update_host(self, host: Host, events: Sequence[Event] = ()) -> Host:
         row = codec.host_row(host)
         with self._lock:
             self._require("hosts", "host", host.name)
             self._require("segments", "segment", host.segment)
+            row["version"] = self._next_version("hosts", "host", host.name, host.version)
             self._write("hosts", host.name, row, events)
             return codec.host_from(self._row("hosts", "host", host.name))
+
+    def update_hosts(self, changes: Sequence[tuple[Host, Sequence[Event]]]) -> list[Host | None]:
+        """`update_host` for many hosts at once (see Store): a host moved
+        meanwhile, gone, or in another segment is skipped (None)."""
+        out: list[Host | None] = []
+        with self._lock:
+            self._fence("hosts")
+            prepared = [(host, codec.host_row(host), [codec.event_row(e) for e in events])
+                        for host, events in changes]
+            event_rows: list[Row] = []
+            for host, row, rows in prepared:
+                stored = self._tables["hosts"].get(host.name)
+                if (stored is None or not host.version or int(stored["version"]) != host.version
+                        or stored["segment"] != host.segment):
+                    out.append(None)
+                    continue
+                row["version"] = host.version + 1
+                self._put("hosts", host.name, row)
+                event_rows.extend(rows)
+                out.append(codec.host_from(self._row("hosts", "host", host.name)))
+            self._store_events(event_rows)
+        return out
 
     def delete_host(self, name: str, events: Sequence[Event] = ()) -> None:
         with self._lock:
             self._require("hosts", "host", name)
+            jobs = sorted((self._decode("jobs", r) for r in self._tables["jobs"].values()),
+                          key=lambda r: (r["created_at"], r["id"]))
+            for job in jobs:
+                if (job["kind"] == JobKind.HOST_RECOVERY.value and job["subject"] == name
+                        and JobState(job["state"]) not in TERMINAL_JOB_STATES):
+                    raise Conflict(host_has_job(name, job["id"], job["state"]))
             self._delete("hosts", name, events)
             self._tables["agents"].pop(name, None)  # as ON DELETE CASCADE
             self._tables["bmcs"].pop(name, None)
@@ -245,6 +324,34 @@ class FakeStore:
         with self._lock:
             return codec.agent_from(self._row("agents", "agent", host))
 
+    def register_agents(self, registrations: Sequence[Registration]) -> list[Registered]:
+        with self._lock:
+            for segment in sorted({r.host.segment for r in registrations}):
+                self._require("segments", "segment", segment)
+            names = {r.host.name for r in registrations}
+            hosts = {n: codec.host_from(self._row("hosts", "host", n))
+                     for n in names if n in self._tables["hosts"]}
+            secrets = {n: self._row("agents", "agent", n)["secret"]
+                       for n in names if n in self._tables["agents"]}
+            plan = registration_plan(registrations, hosts, secrets)
+            rows = [{**codec.host_row(h), "version": 1} for h in plan.new_hosts]
+            rows += [{**codec.host_row(h), "version": hosts[h.name].version + 1}
+                     for h in plan.changed_hosts]
+            agent_rows = [codec.agent_row(a) for a in plan.agents]  # encode all, then write
+            for row in rows:
+                self._put("hosts", row["name"], row)
+            for row in agent_rows:
+                self._put("agents", row["host"], row)
+            return plan.results
+
+    def agent_hosts(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(self._tables["agents"])
+
+    def agent_marks(self) -> dict[str, int]:
+        with self._lock:
+            return {host: hash(row["secret"]) for host, row in self._tables["agents"].items()}
+
     def list_agents(self) -> list[AgentRecord]:
         with self._lock:
             keys = sorted(self._tables["agents"])
@@ -253,7 +360,7 @@ class FakeStore:
     # -- instances --------------------------------------------------------
 
     def create_instance(self, instance: Instance, events: Sequence[Event] = ()) -> Instance:
-        row = codec.instance_row(instance)
+        row = {**codec.instance_row(instance), "version": 1}
         with self._lock:
             self._require_absent("instances", "instance", instance.id)
             self._require("policies", "policy", instance.policy_name)
@@ -281,6 +388,8 @@ class FakeStore:
         with self._lock:
             self._require("instances", "instance", instance.id)
             self._require("policies", "policy", instance.policy_name)
+            row["version"] = self._next_version("instances", "instance", instance.id,
+                                                instance.version)
             self._write("instances", instance.id, row, events)
             return codec.instance_from(self._row("instances", "instance", instance.id))
 
@@ -385,20 +494,31 @@ class FakeStore:
     def save_deliveries(
         self, subscription_id: str, deliveries: Sequence[Delivery], cursor: int | None = None
     ) -> None:
-        rows = [codec.delivery_row(d) for d in deliveries]
         with self._lock:
-            stored = self._row("subscriptions", "subscription", subscription_id)
-            mine = self._deliveries[subscription_id]
-            for row in rows:
-                mine[row["event_id"]] = {**row, "subscription": subscription_id}
-            if cursor is not None and cursor > stored["cursor"]:
-                self._put("subscriptions", subscription_id, {**stored, "cursor": cursor})
-            delivered = sorted(
-                (k for k, r in mine.items() if r["status"] == DeliveryStatus.DELIVERED.value),
-                reverse=True,
-            )
-            for event_id in delivered[DELIVERED_KEEP:]:
-                del mine[event_id]
+            self._row("subscriptions", "subscription", subscription_id)
+            self._save_progress(subscription_id, deliveries, cursor)
+
+    def save_progress(self, progress: Mapping[str, tuple[Sequence[Delivery], int]]) -> None:
+        with self._lock:
+            for subscription_id, (deliveries, cursor) in progress.items():
+                with contextlib.suppress(NotFound):
+                    self._row("subscriptions", "subscription", subscription_id)
+                    self._save_progress(subscription_id, deliveries, cursor)
+
+    def _save_progress(self, subscription_id: str, deliveries: Sequence[Delivery],
+                       cursor: int | None) -> None:
+        stored = self._row("subscriptions", "subscription", subscription_id)
+        mine = self._deliveries[subscription_id]
+        for row in (codec.delivery_row(d) for d in deliveries):
+            mine[row["event_id"]] = {**row, "subscription": subscription_id}
+        if cursor is not None and cursor > stored["cursor"]:
+            self._put("subscriptions", subscription_id, {**stored, "cursor": cursor})
+        delivered = sorted(
+            (k for k, r in mine.items() if r["status"] == DeliveryStatus.DELIVERED.value),
+            reverse=True,
+        )
+        for event_id in delivered[DELIVERED_KEEP:]:
+            del mine[event_id]
 
     def list_deliveries(
         self, subscription_id: str, status: DeliveryStatus | None = None, limit: int = 100
@@ -414,7 +534,7 @@ class FakeStore:
     # -- jobs -------------------------------------------------------------
 
     def create_job(self, job: Job, events: Sequence[Event] = ()) -> Job:
-        row = codec.job_row(job)
+        row = {**codec.job_row(job), "version": 1}
         with self._lock:
             self._require_absent("jobs", "job", job.id)
             self._write("jobs", job.id, row, events)
@@ -425,16 +545,44 @@ class FakeStore:
             return codec.job_from(self._row("jobs", "job", job_id))
 
     def list_jobs(self, query: ListQuery) -> Page[Job]:
-        return self._page(JOBS, "jobs", query, codec.job_from)
+        def keep(row: Row, p: Plan) -> bool:
+            wanted = dict(p.filters)
+            project = wanted.pop("project", None)
+            if project is not None and (row["kind"] not in PROJECT_JOB_KINDS
+                                        or row["data"].get("project") != project):
+                return False
+            return all(row[k] == v for k, v in wanted.items())
+
+        return self._page(JOBS, "jobs", query, codec.job_from, keep)
 
     def save_job(self, job: Job, expected_generation: int, events: Sequence[Event] = ()) -> Job:
         row = codec.job_row(job)
         with self._lock:
+            self._fence("jobs")
             stored = self._row("jobs", "job", job.id)
             if stored["generation"] != expected_generation:
                 raise Conflict(stale_job(job.id, expected_generation, stored["generation"]))
+            row["version"] = self._next_version("jobs", "job", job.id, job.version)
             self._write("jobs", job.id, row, events)
             return codec.job_from(self._row("jobs", "job", job.id))
+
+    # -- leadership (the fencing token) ----------------------------------------
+
+    def claim_leadership(self, holder: str, now: float) -> int:
+        with self._lock:
+            epoch = int(self._leadership["epoch"]) + 1
+            self._leadership.update(holder=holder, epoch=epoch, since=now)
+            return epoch
+
+    def leadership(self) -> Leadership:
+        with self._lock:
+            return Leadership(**self._leadership)
+
+    def fenced(self, epoch: int) -> FakeStore:
+        """A view sharing every table (and the lock) with this store."""
+        view = copy.copy(self)
+        view._epoch = epoch
+        return view
 
     # -- health -----------------------------------------------------------
 

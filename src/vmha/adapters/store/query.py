@@ -3,18 +3,21 @@
 `FakeStore` and `SqlStore` both turn a `ListQuery` into a `Plan` here, so
 they accept and refuse exactly the same queries (same fields, same error
 messages). Filter values arrive as text (query strings) and are parsed to
-the stored column value. No I/O here.
+the stored column value. `registration_plan` is what a bulk agent
+registration writes. No I/O here.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from vmha.domain.agents import AgentRecord, Registered, Registration
 from vmha.domain.errors import ValidationError
-from vmha.domain.model import HostState, InstanceState, JobKind, JobState
+from vmha.domain.jobs import INSTANCE_JOB_KINDS
+from vmha.domain.model import Host, HostState, InstanceState, JobKind, JobState
 from vmha.ports import EventQuery, ListQuery
 
 LIMIT_MAX = 1000
@@ -50,8 +53,11 @@ INSTANCES = Resource(
 POLICIES = Resource("policy", "name", ("name",), "name", {})
 JOBS = Resource(
     "job", "id", ("created_at", "updated_at", "state", "kind", "id"), "created_at",
-    {"kind": JobKind, "state": JobState, "subject": str},
+    {"kind": JobKind, "state": JobState, "subject": str, "project": str},
 )
+# The jobs' `project` filter keeps only the kinds about one instance, whose
+# data recorded its project (vmha.domain.jobs.project_of says the same).
+PROJECT_JOB_KINDS = tuple(sorted(k.value for k in INSTANCE_JOB_KINDS))
 
 
 @dataclass(frozen=True)
@@ -107,17 +113,6 @@ def check_delivery_limit(limit: int) -> None:
         raise ValidationError("limit", f"{limit} is outside 1..{LIMIT_MAX}")
 
 
-def type_matches(event_type: str, patterns: Sequence[str]) -> bool:
-    """Exact type, or a prefix when the pattern ends with '*'."""
-    for pattern in patterns:
-        if pattern.endswith("*"):
-            if event_type.startswith(pattern[:-1]):
-                return True
-        elif event_type == pattern:
-            return True
-    return False
-
-
 # Error messages both stores use (the contract tests compare them).
 
 
@@ -132,6 +127,15 @@ def segment_has_hosts(name: str, hosts: int) -> str:
     )
 
 
+def host_has_job(name: str, job_id: str, state: str) -> str:
+    return (
+        f"host {name!r} has an unfinished recovery job {job_id} ({state}); it cannot be "
+        f"deleted while the job may still fence it or move its instances: let the job "
+        f"finish first (vmha job show {job_id}; a paused job goes on once its segment is "
+        "resumed or the host's fence is acknowledged)"
+    )
+
+
 def policy_in_use(name: str, instances: int, segments: int) -> str:
     return (
         f"policy {name!r} is still used by {instances} instance(s) and {segments} "
@@ -139,8 +143,47 @@ def policy_in_use(name: str, instances: int, segments: int) -> str:
     )
 
 
+# What a leader's engine writes, fenced by its epoch (Store.fenced)
+FENCED_TABLES = frozenset({"jobs", "hosts", "instances"})
+LEADERSHIP_ROW = 1
+
+
+def superseded(epoch: int) -> str:
+    return (f"this controller's leadership (epoch {epoch}) has ended: another controller "
+            "took over the recovery engine; nothing was written")
+
+
 def stale_job(job_id: str, expected: int, stored: int) -> str:
     return (
         f"job {job_id!r} is at generation {stored}, not {expected}: a newer attempt "
         "owns it; reload the job and retry"
     )
+
+
+@dataclass(frozen=True)
+class RegistrationPlan:
+    """What a bulk registration writes (both stores follow it)."""
+
+    new_hosts: list[Host]
+    changed_hosts: list[Host]  # existing hosts with a new address or capacity
+    agents: list[AgentRecord]  # every agent's record to store
+    results: list[Registered]
+
+
+def registration_plan(registrations: Sequence[Registration], hosts: Mapping[str, Host],
+                      secrets: Mapping[str, str]) -> RegistrationPlan:
+    """`hosts` and `secrets`: what is stored now for the registered names.
+    A host named twice counts once (the last registration wins)."""
+    last = {r.host.name: r for r in registrations}
+    new, changed, agents = [], [], []
+    for name, reg in last.items():
+        current = hosts.get(name)
+        if current is None:
+            new.append(reg.host)
+        elif (current.address, current.capacity) != (reg.host.address, reg.host.capacity):
+            changed.append(replace(current, address=reg.host.address,
+                                   capacity=reg.host.capacity))
+        agents.append(replace(reg.agent, secret=secrets.get(name, reg.agent.secret)))
+    stored = {a.host: a for a in agents}
+    results = [Registered(stored[r.host.name], r.host.name not in hosts) for r in registrations]
+    return RegistrationPlan(new, changed, agents, results)

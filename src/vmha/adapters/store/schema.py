@@ -53,6 +53,7 @@ hosts = sa.Table(
     sa.Column("fence_levels", sa.JSON(), nullable=False),
     sa.Column("state_reason", TEXT, nullable=False),
     sa.Column("state_since", sa.Double(), nullable=False),
+    sa.Column("version", sa.Integer(), nullable=False, server_default="1"),  # 0007
 )
 
 # `host` has no foreign key: instances are observed (e.g. synced from Nova)
@@ -69,6 +70,7 @@ instances = sa.Table(
     sa.Column("policy_name", NAME, sa.ForeignKey("policies.name"), nullable=True, index=True),
     sa.Column("anti_affinity_group", sa.String(255), nullable=True),
     sa.Column("spec", sa.JSON(), nullable=True),  # libvirt mode: the definition (0004)
+    sa.Column("version", sa.Integer(), nullable=False, server_default="1"),  # 0007
 )
 
 events = sa.Table(
@@ -100,6 +102,7 @@ jobs = sa.Table(
     sa.Column("updated_at", sa.Double(), nullable=False),
     sa.Column("reason", TEXT, nullable=False),
     sa.Column("data", sa.JSON(), nullable=False),
+    sa.Column("version", sa.Integer(), nullable=False, server_default="1"),  # 0007
 )
 
 # One row per registered host agent; goes away with its host.
@@ -163,7 +166,26 @@ bmcs = sa.Table(
     sa.Column("updated_at", sa.Double(), nullable=False),
 )
 
+# The key check of the secrets sealed at rest (migration 0006): one row per
+# key use, `check` a known text sealed with the key (vmha.adapters.store.sealing).
+store_keys = sa.Table(
+    "store_keys", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("check", TEXT, nullable=False),
+)
+
+# The recovery engine's leader (migration 0009): one row (id 1). Every
+# claim makes a new, higher epoch; the engine's writes to jobs, hosts and
+# instances are checked against it (SqlStore.fenced).
+leadership = sa.Table(
+    "leadership", metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("holder", NAME, nullable=False),
+    sa.Column("epoch", sa.BigInteger(), nullable=False),
+    sa.Column("since", sa.Double(), nullable=False),
+)
+
 TABLES = (
     policies, segments, hosts, instances, events, jobs, agents, subscriptions, deliveries,
-    bmcs,
+    bmcs, store_keys, leadership,
 )

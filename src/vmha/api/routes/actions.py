@@ -13,37 +13,21 @@ no engine. Roles: `instances:write` (admin, operator, project).
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
 
 from fastapi import APIRouter, Depends
 
 from vmha.api.auth import Permission, Principal, authorize
 from vmha.api.context import AppContext, context
+from vmha.api.routes.common import shown_job
 from vmha.api.schemas import ActionRequest, JobOut
+from vmha.controller.inbox import NOT_RUNNING
+from vmha.domain.commands import InstanceAction
 from vmha.domain.errors import TemporaryError
 from vmha.domain.model import Job
-from vmha.errors import NotFound
+from vmha.errors import NotFound, PermissionDenied
 
 router = APIRouter(tags=["instances"])
 WRITE = Depends(authorize(Permission.INSTANCES_WRITE))
-
-
-class InstanceOperations(Protocol):
-    """What the running controller offers for custom recovery (vmha.cli.service)."""
-
-    async def instance_action(self, instance_id: str, action: str, target: str | None,
-                              who: str) -> Job: ...
-
-    async def decide(self, token: str, action: str, who: str,
-                     project: str | None = None) -> tuple[Job, Job | None]: ...
-
-
-def engine_of(ctx: AppContext) -> InstanceOperations:
-    ops = ctx.operations
-    if ops is None or not hasattr(ops, "instance_action"):
-        raise TemporaryError("the controller's engine is not running in this process", 5.0)
-    engine: InstanceOperations = ops  # type: ignore[assignment]
-    return engine
 
 
 def who_of(who: Principal) -> str:
@@ -56,9 +40,13 @@ async def instance_action(
     who: Principal = WRITE,
 ) -> JobOut:
     """Run an action on the instance as a job; 409 says why it may not."""
-    engine = engine_of(ctx)
+    if who.project is not None and body.host is not None:  # would reveal which hosts exist
+        raise PermissionDenied("choosing the target host (body.host) is for admins and "
+                               "operators; leave it out and vmha chooses like a recovery")
+    if ctx.inbox is None:
+        raise TemporaryError(NOT_RUNNING, 5.0)
     instance = await asyncio.to_thread(ctx.store.get_instance, instance_id)
     if who.project is not None and instance.project != who.project:
         raise NotFound("instance", instance_id)
-    job = await engine.instance_action(instance_id, body.action, body.host, who_of(who))
-    return JobOut.of(job)
+    job: Job = await ctx.ask(InstanceAction(instance_id, body.action, body.host, who_of(who)))
+    return shown_job(job, who)

@@ -1,6 +1,9 @@
 """`/healthz` (liveness) and `/readyz` (readiness), both without auth:
 load balancers and supervisors call them. `/readyz` asks the store
-whether it answers and whether its schema is current; 503 otherwise."""
+whether it answers and whether its schema is current, and the running
+engine whether it is overloaded (its heartbeat intake or detector behind:
+see `GET /v1/controller`), and the coordination service (etcd) whether its
+last round answered (`GET /v1/controllers`); 503 otherwise."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from fastapi import APIRouter, Depends
 
 from vmha.api.context import AppContext, context
 from vmha.api.schemas import Status
-from vmha.errors import StoreUnavailable
+from vmha.errors import StoreUnavailable, TemporaryError
 
 router = APIRouter(tags=["health"])
 
@@ -25,4 +28,12 @@ def readyz(ctx: AppContext = Depends(context)) -> Status:
         raise StoreUnavailable(
             "the database schema is not current; run 'vmha db upgrade' or restart 'vmha serve'"
         )
+    group = ctx.controllers() if ctx.controllers is not None else {}
+    if group and not group.get("healthy"):
+        raise TemporaryError(f"coordination ({group.get('coordination')}) unreachable: "
+                             f"{group.get('error')}", 5.0)
+    status = ctx.controller_status() if ctx.controller_status is not None else {}
+    if status.get("overloaded"):
+        raise TemporaryError(f"the controller is overloaded: {status.get('overload_reason')}; "
+                             "hosts are judged only on the heartbeats it has read", 5.0)
     return Status(status="ready")

@@ -7,8 +7,9 @@ from fastapi import APIRouter, Depends, Response
 
 from vmha.api.auth import Permission, Principal, authorize
 from vmha.api.context import AppContext, context, field_prefix
-from vmha.api.routes.common import Paging, list_errors, location, page_of, paging
+from vmha.api.routes.common import Paging, list_errors, location, page_of, paging_for
 from vmha.api.schemas import PageOut, PolicyCreate, PolicyOut, PolicyUpdate
+from vmha.domain.policy import check_cloud
 
 router = APIRouter(prefix="/v1/policies", tags=["policies"])
 READ = Depends(authorize(Permission.POLICIES_READ))
@@ -17,7 +18,8 @@ WRITE = Depends(authorize(Permission.POLICIES_WRITE))
 
 @router.get("", response_model=PageOut[PolicyOut])
 def list_policies(
-    page: Paging = Depends(paging), ctx: AppContext = Depends(context), _: Principal = READ
+    page: Paging = Depends(paging_for("name")), ctx: AppContext = Depends(context),
+    _: Principal = READ,
 ) -> dict[str, object]:
     with list_errors():
         result = ctx.store.list_policies(page.query({}))
@@ -31,6 +33,8 @@ def create_policy(
 ) -> PolicyOut:
     with field_prefix("body"):
         named = body.to_domain()
+    with field_prefix("body.policy"):
+        check_cloud(named.policy, ctx.can_rebuild)
     created = ctx.store.create_policy(named)
     response.headers["Location"] = location("policies", created.name)
     return PolicyOut.of(created)
@@ -48,6 +52,8 @@ def update_policy(
     current = ctx.store.get_policy(name)
     with field_prefix("body"):
         changed = body.apply(current)
+    with field_prefix("body.policy"):
+        check_cloud(changed.policy, ctx.can_rebuild)
     return PolicyOut.of(ctx.store.update_policy(changed))
 
 

@@ -11,14 +11,17 @@ proxies keep the connection open. The stream ends when the client goes
 away (Starlette cancels the generator) or when the service shuts down
 (`close_streams`).
 
-Reads the store in a thread every `[events] poll_interval_s`; waits
-through the app's Clock. Writes nothing.
+Reads the store in a thread when the in-process bus says events were
+committed (`vmha serve`), and every `[events] poll_interval_s` anyway (the
+events other processes commit); without a bus it polls, waiting through the
+app's Clock. Writes nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -27,6 +30,7 @@ from fastapi.responses import StreamingResponse
 from vmha.adapters.bus.render import cloudevent
 from vmha.api.auth import Permission, Principal, authorize
 from vmha.api.context import AppContext, context
+from vmha.api.routes.common import EVENT_ID_MAX, type_filters
 from vmha.domain.model import Event
 from vmha.errors import ValidationError
 from vmha.ports import EventQuery
@@ -48,17 +52,15 @@ def frame(event: Event, source: str) -> str:
     return f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n"
 
 
+LAST_EVENT_ID = r"^[0-9]{1,18}$"  # an event id (ids stay far below 10**18)
+
+
 def _start(ctx: AppContext, last_event_id: str | None, since: int | None) -> int:
-    if last_event_id is not None and last_event_id.strip():
-        try:
-            value = int(last_event_id.strip())
-        except ValueError:
-            raise ValidationError(
-                "header.Last-Event-ID", f"{last_event_id!r} is not an event id"
-            ) from None
-        if value < 0:
-            raise ValidationError("header.Last-Event-ID", "must be zero or more")
-        return value
+    if last_event_id is not None:
+        if re.fullmatch(LAST_EVENT_ID, last_event_id) is None:
+            raise ValidationError("header.Last-Event-ID",
+                                  f"{last_event_id[:40]!r} is not an event id (1-18 digits)")
+        return int(last_event_id)
     return since if since is not None else ctx.store.last_event_id()
 
 
@@ -66,35 +68,56 @@ def _start(ctx: AppContext, last_event_id: str | None, since: int | None) -> int
             responses={200: {"content": {"text/event-stream": {}}}})
 async def stream_events(
     request: Request,
-    since: int | None = Query(None, ge=0, le=2**63 - 1,
+    since: int | None = Query(None, ge=0, le=EVENT_ID_MAX,
                               description="start after this event id"),
-    type_: list[str] = Query([], alias="type"),
-    last_event_id: str | None = Header(None, description="resume after this event id"),
+    types: tuple[str, ...] = Depends(type_filters),
+    last_event_id: str | None = Header(None, description="resume after this event id",
+                                       json_schema_extra={"pattern": LAST_EVENT_ID}),
     ctx: AppContext = Depends(context),
     who: Principal = EVENTS,
 ) -> StreamingResponse:
     cursor = await asyncio.to_thread(_start, ctx, last_event_id, since)
-    query = EventQuery(since=cursor, types=tuple(type_), project=who.project, limit=BATCH)
+    query = EventQuery(since=cursor, types=types, project=who.project, limit=BATCH)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(_frames(request, ctx, query), media_type="text/event-stream",
                              headers=headers)
 
 
 async def _frames(request: Request, ctx: AppContext, query: EventQuery) -> AsyncIterator[str]:
+    """Frames of the events after `query.since`: taken from the bus when it
+    woke this stream and holds them all, else read from the store (the
+    first read, the poll that finds other processes' events)."""
     settings = ctx.settings.events
     yield f"retry: 1000\n: vmha event stream after {query.since}\n\n"
     last_sent = ctx.clock.now()
+    woken = False
     while not getattr(request.app.state, STOP_FLAG, False):
-        events = await asyncio.to_thread(ctx.store.list_events, query)
+        fresh = ctx.bus.since(query.since) if woken and ctx.bus is not None else None
+        if fresh:
+            batch = fresh[:BATCH]
+            events = [e for e in batch if query.matches(e)]
+            newest = checked = batch[-1].id
+            more = len(fresh) > BATCH
+        else:
+            checked = ctx.bus.newest if ctx.bus is not None else 0  # the read covers these
+            events = await asyncio.to_thread(ctx.store.list_events, query)
+            newest = events[-1].id if events else query.since
+            more = len(events) == BATCH  # maybe a backlog: read on
         for event in events:
             yield frame(event, settings.source)
         if events:
-            query = EventQuery(since=events[-1].id, types=query.types,
-                               project=query.project, limit=BATCH)
             last_sent = ctx.clock.now()
+        if newest > query.since:
+            query = EventQuery(since=newest, types=query.types,
+                               project=query.project, limit=BATCH)
+        if more:
+            woken = bool(fresh)
             continue
         if ctx.clock.now() - last_sent >= settings.sse_heartbeat_s:
             yield ": keep-alive\n\n"
             last_sent = ctx.clock.now()
-        await ctx.clock.sleep(settings.poll_interval_s)
-
+        if ctx.bus is None:
+            await ctx.clock.sleep(settings.poll_interval_s)
+            woken = False
+        else:  # woken by this process's next commit; the poll finds others'
+            woken = await ctx.bus.wait(max(query.since, checked), settings.poll_interval_s)

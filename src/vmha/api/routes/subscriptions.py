@@ -23,21 +23,21 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from vmha.adapters.bus import urls
 from vmha.api.auth import Permission, Principal, authorize
 from vmha.api.context import AppContext, context, field_prefix
+from vmha.api.routes.common import TYPES_MAX, EventType
 from vmha.errors import Conflict, NotFound, PermissionDenied
 from vmha.ports import Delivery, DeliveryStatus, Subscription
 
 router = APIRouter(tags=["subscriptions"])
 READ = Depends(authorize(Permission.SUBSCRIPTIONS_READ))
 WRITE = Depends(authorize(Permission.SUBSCRIPTIONS_WRITE))
-TYPE_PATTERN = r"^[a-z0-9_.]*\*?$"
 
 
 class SubscriptionCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     url: str = Field(max_length=urls.URL_MAX, description="http(s) webhook URL")
-    event_types: list[str] = Field(
-        min_length=1, max_length=50,
+    event_types: list[EventType] = Field(
+        min_length=1, max_length=TYPES_MAX,
         description="exact types or prefixes ending in '*', e.g. instance.*",
     )
     secret: str = Field(min_length=16, max_length=256, description="HMAC key; write-only")

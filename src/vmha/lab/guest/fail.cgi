@@ -1,6 +1,6 @@
 #!/bin/sh
 # Failure control of the vmha lab guest (busybox httpd CGI):
-#   GET or POST /cgi-bin/fail?mode=panic|hang|stop-watchdog|app-kill
+#   GET or POST /cgi-bin/fail?mode=panic|hang|stop-watchdog|app-kill|app-hang
 # (POST may carry mode=... in the body). Answers first, acts ~0.2 s later.
 mode=
 query="$QUERY_STRING"
@@ -17,9 +17,10 @@ case "$mode" in
     hang) act='kill -STOP -1' ;;
     stop-watchdog) act='kill -KILL $(cat /run/feeder.pid)' ;;
     app-kill) act='kill -KILL $(cat /run/httpd.pid)' ;;
+    app-hang) act='kill -STOP $(cat /run/httpd.pid)' ;;  # accepts, never answers
     *)
         printf 'HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain\r\n\r\n'
-        printf 'unknown mode %s on %s; use mode=panic|hang|stop-watchdog|app-kill\n' \
+        printf 'unknown mode %s on %s; use mode=panic|hang|stop-watchdog|app-kill|app-hang\n' \
             "$mode" "$name"
         exit 0 ;;
 esac

@@ -1,8 +1,9 @@
 #!/bin/sh
 # vmha lab guest: PID 1 of the initramfs built by vmha.lab.image (busybox sh).
 # Kernel command line keys: vmha.name=NAME vmha.ip=ADDR/PREFIX [vmha.gw=ADDR]
-# [vmha.wdt=SECONDS]. Feeds the i6300esb watchdog, serves /health on :8080,
-# runs qemu-ga when present, and takes failure orders at /cgi-bin/fail.
+# [vmha.wdt=SECONDS]. Feeds the i6300esb watchdog, serves /health on :8080
+# (the application: /etc/init.d/app start|stop|restart), runs qemu-ga when
+# present, and takes failure orders at /cgi-bin/fail.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -55,8 +56,7 @@ fi
 
 mkdir -p /www/cgi-bin
 printf 'ok %s\n' "$NAME" >/www/health
-httpd -f -p 8080 -h /www &
-echo $! >/run/httpd.pid
+/etc/init.d/app start >/dev/null || log "the app is slow to answer on :8080"
 
 # busybox has no udev: make the virtio-serial port name link qemu-ga expects.
 mkdir -p /dev/virtio-ports

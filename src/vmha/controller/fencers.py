@@ -11,7 +11,7 @@ fail with NotFound, and the engine moves on to the next level.
 `fence_agent` runs the host's own agent (`fence_agent = "fence_ipmilan"`)
 with its `fence_agent_options`, against the IPMI address when there is one
 (fence_redfish: the Redfish URL). Part of the composition root
-(vmha.cli.service); no I/O at build time.
+(vmha.controller.service); no I/O at build time.
 """
 
 from __future__ import annotations
@@ -90,9 +90,10 @@ class BmcResolver:
             raise ConfigError(f"host {host}'s BMC is stored encrypted but this controller "
                               "has no secret key: set [fencing] secret_key_file or "
                               "VMHA_SECRET_KEY")
-        return HostBmc(rec.username, self._box.decrypt(rec.password_secret, f"host {host}"),
-                       rec.ipmi_address, rec.ipmi_port, rec.redfish_url, rec.redfish_system,
-                       rec.fence_agent, dict(rec.fence_agent_options), "store")
+        password = self._box.decrypt(rec.password_secret, f"the stored BMC password of {host}")
+        return HostBmc(rec.username, password, rec.ipmi_address, rec.ipmi_port,
+                       rec.redfish_url, rec.redfish_system, rec.fence_agent,
+                       dict(rec.fence_agent_options), "store")
 
     def ipmi(self, host: str) -> BmcEndpoint:
         bmc = self(host)

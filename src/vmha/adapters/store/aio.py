@@ -1,0 +1,188 @@
+"""The store awaited: blocking calls run in a thread pool, off the event loop.
+
+The engine's detector loop shares its event loop with the heartbeat intake's
+hand-over, the API and the confirmation rounds: a database call made on it
+stalls all of them for as long as the database takes (issue 13: with 200 ms
+per store call, no heartbeat may reach the detector late; a mass silence of
+10,000 hosts written one host per call held the loop for ~18 s). The engine
+reads and writes through the small Protocols of `AsyncStore` (vmha.ports:
+inventory, host writes, events, jobs, instances, agents);
+`async_view(store)` gives it one:
+
+- `ThreadedStore` for a store whose calls block (SqlStore, and anything not
+  saying otherwise): each call runs in this module's pool of threads
+  (POOL_THREADS; SqlStore is thread-safe, the API's routes call it from
+  threads too) and the caller awaits it while the loop runs on;
+- `InlineStore` for a store whose class says `blocking = False` (FakeStore:
+  in memory, and it must stay on the simulator's virtual loop, where a
+  thread would run in real time): called directly, so a run stays
+  deterministic; `inline` tells callers that awaiting it costs no time.
+
+Why not `asyncio.to_thread`: the loop's default executor is shared with
+everything else in the process (the API's thread pool routes, DNS); a slow
+database would then queue behind those, and they behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from vmha.domain.model import Event, Host, Instance, Job, Segment
+from vmha.ports import AsyncStore, ListQuery, NamedPolicy, Page, Store
+
+T = TypeVar("T")
+POOL_THREADS = 4  # the engine's reads and writes in flight at once
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(POOL_THREADS, thread_name_prefix="vmha-store")
+        return _pool
+
+
+def async_view(store: Store) -> AsyncStore:
+    """`store` awaited: in line when its class says it never blocks, else
+    through the thread pool."""
+    if getattr(store, "blocking", True) is False:
+        return InlineStore(store)
+    return ThreadedStore(store)
+
+
+class ThreadedStore:
+    """A blocking store's calls, each run in the pool's threads."""
+
+    inline = False
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def _run(self, call: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(_executor(), call, *args)
+
+    async def list_segments(self, query: ListQuery) -> Page[Segment]:
+        return await self._run(self.store.list_segments, query)
+
+    async def host_versions(self) -> dict[str, int]:
+        return await self._run(self.store.host_versions)
+
+    async def get_hosts(self, names: Sequence[str]) -> list[Host]:
+        return await self._run(self.store.get_hosts, names)
+
+    async def agent_hosts(self) -> frozenset[str]:
+        return await self._run(self.store.agent_hosts)
+
+    async def agent_marks(self) -> dict[str, int]:
+        return await self._run(self.store.agent_marks)
+
+    async def update_hosts(
+        self, changes: Sequence[tuple[Host, Sequence[Event]]]
+    ) -> list[Host | None]:
+        return await self._run(self.store.update_hosts, changes)
+
+    async def update_host(self, host: Host, events: Sequence[Event] = ()) -> Host:
+        return await self._run(self.store.update_host, host, events)
+
+    async def get_host(self, name: str) -> Host:
+        return await self._run(self.store.get_host, name)
+
+    async def append_events(self, events: Sequence[Event]) -> list[Event]:
+        return await self._run(self.store.append_events, events)
+
+    async def create_job(self, job: Job, events: Sequence[Event] = ()) -> Job:
+        return await self._run(self.store.create_job, job, events)
+
+    async def get_job(self, job_id: str) -> Job:
+        return await self._run(self.store.get_job, job_id)
+
+    async def list_jobs(self, query: ListQuery) -> Page[Job]:
+        return await self._run(self.store.list_jobs, query)
+
+    async def save_job(
+        self, job: Job, expected_generation: int, events: Sequence[Event] = ()
+    ) -> Job:
+        return await self._run(self.store.save_job, job, expected_generation, events)
+
+    async def get_instance(self, instance_id: str) -> Instance:
+        return await self._run(self.store.get_instance, instance_id)
+
+    async def list_instances(self, query: ListQuery) -> Page[Instance]:
+        return await self._run(self.store.list_instances, query)
+
+    async def update_instance(self, instance: Instance, events: Sequence[Event] = ()) -> Instance:
+        return await self._run(self.store.update_instance, instance, events)
+
+    async def get_policy(self, name: str) -> NamedPolicy:
+        return await self._run(self.store.get_policy, name)
+
+
+class InlineStore:
+    """A store that never blocks, called directly (see the module doc)."""
+
+    inline = True
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def list_segments(self, query: ListQuery) -> Page[Segment]:
+        return self.store.list_segments(query)
+
+    async def host_versions(self) -> dict[str, int]:
+        return self.store.host_versions()
+
+    async def get_hosts(self, names: Sequence[str]) -> list[Host]:
+        return self.store.get_hosts(names)
+
+    async def agent_hosts(self) -> frozenset[str]:
+        return self.store.agent_hosts()
+
+    async def agent_marks(self) -> dict[str, int]:
+        return self.store.agent_marks()
+
+    async def update_hosts(
+        self, changes: Sequence[tuple[Host, Sequence[Event]]]
+    ) -> list[Host | None]:
+        return self.store.update_hosts(changes)
+
+    async def update_host(self, host: Host, events: Sequence[Event] = ()) -> Host:
+        return self.store.update_host(host, events)
+
+    async def get_host(self, name: str) -> Host:
+        return self.store.get_host(name)
+
+    async def append_events(self, events: Sequence[Event]) -> list[Event]:
+        return self.store.append_events(events)
+
+    async def create_job(self, job: Job, events: Sequence[Event] = ()) -> Job:
+        return self.store.create_job(job, events)
+
+    async def get_job(self, job_id: str) -> Job:
+        return self.store.get_job(job_id)
+
+    async def list_jobs(self, query: ListQuery) -> Page[Job]:
+        return self.store.list_jobs(query)
+
+    async def save_job(
+        self, job: Job, expected_generation: int, events: Sequence[Event] = ()
+    ) -> Job:
+        return self.store.save_job(job, expected_generation, events)
+
+    async def get_instance(self, instance_id: str) -> Instance:
+        return self.store.get_instance(instance_id)
+
+    async def list_instances(self, query: ListQuery) -> Page[Instance]:
+        return self.store.list_instances(query)
+
+    async def update_instance(self, instance: Instance, events: Sequence[Event] = ()) -> Instance:
+        return self.store.update_instance(instance, events)
+
+    async def get_policy(self, name: str) -> NamedPolicy:
+        return self.store.get_policy(name)

@@ -1,0 +1,93 @@
+"""Three real `vmha serve` controllers on a 3-member etcd and PostgreSQL.
+
+One leads (its engine runs, fenced with its store epoch); any controller
+takes API calls (a follower forwards changes to the leader); a leader
+paused past its lease (SIGSTOP) is replaced and, resumed, learns it no
+longer leads; a killed leader is replaced within its lease and a round or
+two. (bench/failover.py measures the takeover times.)
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from ckit import ControllerGroup, wait_for
+
+from tiers import require_tier
+from vmha.adapters.store.testing import pg_admin_url, temporary_pg_database
+from vmha.domain.errors import StoreUnavailable
+from vmha.lab.etcd import EtcdCluster
+
+LEASE_S = 2.0
+
+
+@pytest.fixture
+def controllers(etcd: EtcdCluster, tmp_path: Path) -> Iterator[ControllerGroup]:
+    try:
+        with temporary_pg_database(pg_admin_url()) as pg_url:
+            group = ControllerGroup(tmp_path, f"{etcd.url}/controllers-{tmp_path.name}",
+                                    pg_url, 3, lease_s=LEASE_S)
+            try:
+                group.start()
+                yield group
+            finally:
+                group.stop()
+    except StoreUnavailable as exc:
+        require_tier("postgres", f"no PostgreSQL (scripts/ensure-postgres.sh): {exc.detail}")
+
+
+def test_one_leader_any_controller_takes_calls_and_leaders_are_replaced(
+        controllers: ControllerGroup) -> None:
+    first = wait_for(controllers.leader, 10, "no controller leads")
+    names = ["controller1", "controller2", "controller3"]
+
+    def all_joined() -> list[Any] | None:
+        # the first one may lead before the last one has joined the group
+        got = [c.group() for c in controllers.controllers]
+        joined = all(g is not None and [m["name"] for m in g["members"]] == names
+                     for g in got)
+        return got if joined else None
+
+    groups = wait_for(all_joined, 10, "all three controllers members of the group")
+    assert all(g["leader"] == first.name and g["healthy"] for g in groups)
+    followers = [c for c in controllers.controllers if c is not first]
+    assert all(g["epoch"] == 0 for g in groups if g["self"] != first.name)
+
+    # a follower takes a change (forwarded to the leader); another one reads it
+    made = followers[0].post("/v1/segments", {"name": "s1"})
+    assert made.status_code == 201, made.text
+    assert followers[1].get("/v1/segments/s1").status_code == 200
+    epoch1 = first.group()["epoch"]
+
+    # the leader paused past its lease: replaced; resumed, it steps down
+    first.signal(signal.SIGSTOP)
+    paused_at = time.monotonic()
+    second = wait_for(lambda: controllers.leader(followers), LEASE_S + 5,
+                      "nobody took over from the paused leader")
+    assert time.monotonic() - paused_at >= LEASE_S - 0.5
+    epoch2 = second.group()["epoch"]
+    assert epoch2 > epoch1
+    first.signal(signal.SIGCONT)
+    wait_for(lambda: (first.group() or {}).get("epoch") == 0, 5,
+             "the resumed old leader still says it leads")
+    assert (first.group() or {})["leader"] == second.name
+    assert "no longer leads" in first.log.read_text()
+    made = first.post("/v1/segments", {"name": "s2"})  # forwarded to the new leader
+    assert made.status_code == 201, made.text
+
+    # the leader killed: a remaining controller leads within lease + rounds
+    second.signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    rest = [c for c in controllers.controllers if c is not second]
+    third = wait_for(lambda: controllers.leader(rest), LEASE_S + 5, "no takeover after a kill")
+    assert time.monotonic() - killed_at <= LEASE_S + 3
+    assert third.group()["epoch"] > epoch2
+    for c in rest:
+        wait_for(c.ready, 5, f"{c.name} not ready: "
+                 f"{httpx.get(c.url + '/readyz', timeout=2).text}")
