@@ -10,21 +10,23 @@ import asyncio
 import dataclasses
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import pytest
 from webhook_receiver import Receiver
 
 from vmha.adapters.bus.dispatcher import Dispatcher, DispatchSettings, _Tail, backoff_s
-from vmha.adapters.bus.webhook import WebhookSender, verify
+from vmha.adapters.bus.webhook import DeliveryFailed, WebhookSender, verify
 from vmha.adapters.store.sql import SqlStore
 from vmha.adapters.system import SystemClock
 from vmha.domain.model import Event, SubjectKind
+from vmha.errors import TemporaryError
 from vmha.ports import Delivery, DeliveryStatus, Subscription
 
+# pipeline 1: one request in flight, the strict order these tests check
 FAST = DispatchSettings(poll_s=0.005, refresh_s=0.03, checkpoint_s=0.02, batch=10,
-                        tail_max=15, max_attempts=3,
+                        tail_max=15, max_attempts=3, pipeline=1,
                         backoff_initial_s=0.01, backoff_max_s=0.04, jitter=0.5)
 SECRET = "a-secret-of-16-chars"
 
@@ -93,6 +95,77 @@ def test_failing_receiver_gets_every_event_in_order_signed(store: SqlStore) -> N
         first = next(d for d in store.list_deliveries("s1") if d.event_id == ids[0])
         assert (first.status, first.attempts) == (DeliveryStatus.DELIVERED, 3)
         assert first.last_error == ""
+
+    asyncio.run(run())
+
+
+def test_a_pipelined_backlog_gets_every_event_at_least_once(store: SqlStore) -> None:
+    """`pipeline` 8: a backlog goes out 8 requests at a time; the one the
+    receiver fails is retried alone, the ones after it are sent again."""
+
+    async def run() -> None:
+        receiver = await Receiver(fail_first=1).start()
+        subscribe(store, "s1", receiver.url)
+        async with dispatching(store, dataclasses.replace(FAST, pipeline=8)):
+            ids = await emit(store, 10)
+            await until(lambda: set(receiver.ids()) == set(ids))
+            await until(lambda: store.get_subscription("s1").cursor == ids[-1])
+        await receiver.stop()
+        got = [int(r.event["id"]) for r in receiver.requests]
+        assert got[0] == ids[0] and got.count(ids[0]) == 2  # failed once, then retried
+        assert receiver.ids()[-len(ids[1:]):] == ids[1:]  # the rest again, in order
+        first = next(d for d in store.list_deliveries("s1") if d.event_id == ids[0])
+        assert (first.status, first.attempts) == (DeliveryStatus.DELIVERED, 2)
+
+    asyncio.run(run())
+
+
+class WindowSender:
+    """Records the requests written at once; refuses the first attempt of
+    the events in `refuse`."""
+
+    def __init__(self, refuse: set[int]) -> None:
+        self.refuse = refuse
+        self.windows: list[list[int]] = []
+
+    async def send(self, subscription: Subscription, event: Event) -> None:
+        _, error = await self.send_many(subscription, [event])
+        if error is not None:
+            raise error
+
+    async def send_many(self, subscription: Subscription, events: Sequence[Event],
+                        ) -> tuple[int, TemporaryError | None]:
+        self.windows.append([e.id for e in events])
+        for n, event in enumerate(events):
+            if event.id in self.refuse:
+                self.refuse.discard(event.id)
+                return n, DeliveryFailed("HTTP 503: busy")
+        return len(events), None
+
+
+def test_after_a_failure_a_backlog_goes_one_at_a_time_for_a_while(store: SqlStore) -> None:
+    """pipeline 4: the first backlog goes 4 at a time; after event 3 is
+    refused, 4 events go alone (the receiver is in trouble), then windows
+    of 4 again."""
+
+    async def run() -> None:
+        subscribe(store, "s1", "http://127.0.0.1:9/hook")
+        ids = await emit(store, 16)
+        sender = WindowSender(refuse={ids[2]})
+        clock = SystemClock()
+        dispatcher = Dispatcher(store, clock, sender,
+                                dataclasses.replace(FAST, pipeline=4, batch=20, tail_max=50),
+                                random.Random(7))
+        task = asyncio.create_task(dispatcher.run())
+        try:
+            await until(lambda: bool(sender.windows) and sender.windows[-1][-1] == ids[-1])
+        finally:
+            await dispatcher.stop()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        at = [[ids.index(i) for i in w] for w in sender.windows]
+        assert at == [[0, 1, 2, 3], [2], [3], [4], [5], [6], [7, 8, 9, 10],
+                      [11, 12, 13, 14], [15]]
 
     asyncio.run(run())
 
