@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -166,6 +167,36 @@ def test_after_a_failure_a_backlog_goes_one_at_a_time_for_a_while(store: SqlStor
         at = [[ids.index(i) for i in w] for w in sender.windows]
         assert at == [[0, 1, 2, 3], [2], [3], [4], [5], [6], [7, 8, 9, 10],
                       [11, 12, 13, 14], [15]]
+
+    asyncio.run(run())
+
+
+def test_a_stop_while_subscriptions_are_read_starts_no_worker(
+        store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refresh that was reading the subscriptions when stop() ran starts
+    no worker afterwards: it would begin at the stored cursor and send
+    again what the stopped worker had sent (seen as a backlog delivered
+    twice at the end of a test)."""
+    subscribe(store, "s1", "http://127.0.0.1:9/hook")
+    reading, release = threading.Event(), threading.Event()
+    real = store.list_subscriptions
+
+    def held() -> list[Subscription]:
+        reading.set()
+        release.wait(5.0)
+        return real()
+
+    monkeypatch.setattr(store, "list_subscriptions", held)
+
+    async def run() -> None:
+        dispatcher = Dispatcher(store, SystemClock(), WindowSender(set()), FAST,
+                                random.Random(7))
+        refresh = asyncio.create_task(dispatcher.refresh())
+        assert await asyncio.to_thread(reading.wait, 5.0)
+        await dispatcher.stop()
+        release.set()
+        await refresh
+        assert dispatcher.workers == {}
 
     asyncio.run(run())
 

@@ -249,6 +249,10 @@ class Dispatcher:
         """Start workers for new subscriptions, stop those of deleted ones,
         and hand out redelivery requests."""
         subs = await asyncio.to_thread(self.store.list_subscriptions)
+        if self._stopping:
+            # stop() ran while the list was read: a worker started now would
+            # begin at its last stored cursor and send again what was sent
+            return
         wanted = {s.id: s for s in subs}
         await self._stop_workers([sid for sid in self.workers if sid not in wanted])
         for sid, sub in wanted.items():
