@@ -93,6 +93,11 @@ def test_unknown_command_lists_the_vocabulary() -> None:
         ("host_boot_s: 12", "boot_s: 12", "sim.boot_s"),
         ("vcpus: 16", "vcpus: many", "hosts.h1.vcpus"),
         ("seed: 3", "seed: 3\nextra: 1", "extra"),
+        ("host_boot_s: 12", "host_boot_s: 12, bmc_power_off_min_s: 3",
+         "sim.bmc_power_off_max_s"),
+        ("fence: [[redfish, ipmi], agent_watchdog]", "fence: []", "hosts.h1.fence"),
+        ("reserved: true", "reserved: 1", "hosts.h2.reserved"),
+        ("seed: 3", "seed: 3.5", "seed"),
     ],
 )
 def test_bad_cluster_keys_are_named(old: str, new: str, field: str) -> None:
@@ -107,3 +112,21 @@ def test_not_yaml_and_not_a_mapping_are_refused() -> None:
         parse_scenario("hosts: [")
     with pytest.raises(ValidationError, match="must be a mapping"):
         parse_scenario("- 1\n- 2\n")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field", "allowed"),
+    [
+        ("vcpus: 2,", "vcpus: 2, colour: red,", "instances.vm1.colour",
+         "allowed: vcpus, ram_mb, disk_gb, host, priority, policy"),
+        ("{at: 50, do: controller restart}", "{at: 50, do: controller restart, why: x}",
+         "commands[4].why", "allowed: at, do"),
+    ],
+)
+def test_an_unknown_key_is_named_with_the_keys_allowed_there(old: str, new: str, field: str,
+                                                              allowed: str) -> None:
+    assert old in GOOD
+    with pytest.raises(ValidationError) as err:
+        parse_scenario(GOOD.replace(old, new, 1))
+    assert err.value.field == field
+    assert allowed in str(err.value)

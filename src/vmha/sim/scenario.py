@@ -24,6 +24,9 @@ Format (top-level keys)::
 A `fence` entry is a method name or a list of names (one level whose
 methods must all confirm). Default fence levels: [ipmi, agent_watchdog].
 
+Shapes and types are pydantic models (`_ScenarioSpec` and its parts, as
+`vmha.config` does for settings); references between sections (a host's
+segment, a command's target) and the command language are checked after.
 Called by the runner and the CLI; no I/O besides reading the file, no
 knowledge of the engine (controller settings are validated by the runner).
 """
@@ -32,11 +35,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic import ValidationError as PydanticValidationError
 
 from vmha.domain.decisions import ACTIONS
 from vmha.domain.model import (
@@ -90,56 +108,144 @@ _VM_VERBS = ("guest", "app", "vm")
 
 ISOLATION_ACTIONS = ("reboot", "none")
 
+# Shapes and types are checked by pydantic (as config.py does for settings);
+# what needs the rest of the file (a host's segment exists, a command's
+# target is a host) is checked after, by the functions below. Numbers are
+# strict: `true` is not 1, 2.5 is not a whole number, `.inf` is not a time.
+Number = Annotated[float, Strict(), Field(ge=0.0, allow_inf_nan=False)]
+Fraction = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+Count = Annotated[int, Strict(), Field(ge=0)]
 
-@dataclass(frozen=True)
-class SimSettings:
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty(cls, data: Any) -> Any:
+        """`key:` with nothing after it in YAML is None: an empty mapping."""
+        return {} if data is None else data
+
+
+class SimSettings(_Spec):
     """Simulator-only knobs (the `sim:` section). Times in seconds."""
 
     # the agent's [isolation] timeout_s: no contact for this long after the
     # last contact expired, and it takes its isolation action
-    agent_isolation_timeout_s: float = 10.0
-    agent_contact_window_s: float = 0.0  # a contact lasts this; 0: 3 heartbeat intervals
-    agent_watchdog_timeout_s: float = 5.0  # host resets this long after the last feed
-    agent_send_jitter_s: float = 0.02  # +- on each heartbeat period
-    network_base_delay_ms: float = 0.5  # one-way latency of a healthy link
-    bmc_status_s: float = 0.05  # a power status read
-    bmc_accept_s: float = 0.2  # a power-off/on request is accepted after this
-    bmc_power_off_min_s: float = 1.0  # then the host goes dark after min..max more
-    bmc_power_off_max_s: float = 1.8
-    bmc_timeout_s: float = 5.0  # an unreachable BMC fails after this
-    host_boot_s: float = 20.0  # power-on until the agent runs again
-    vm_start_s: float = 1.0  # start/reset of a domain returns after this
-    cloud_timeout_s: float = 10.0  # a call to a dead/unreachable host fails after this
-    guest_watchdog_s: float = 3.0  # a hung guest's watchdog fires after this
-    app_detect_s: float = 30.0  # app failure noticed after this (when no probe given)
-    guest_exec_s: float = 0.5  # an in-guest command (the app's restart) takes this long
-    event_retry_s: float = 1.0  # agent resends undelivered guest events after this
+    agent_isolation_timeout_s: Number = 10.0
+    agent_contact_window_s: Number = 0.0  # a contact lasts this; 0: 3 heartbeat intervals
+    agent_watchdog_timeout_s: Number = 5.0  # host resets this long after the last feed
+    agent_send_jitter_s: Number = 0.02  # +- on each heartbeat period
+    network_base_delay_ms: Number = 0.5  # one-way latency of a healthy link
+    bmc_status_s: Number = 0.05  # a power status read
+    bmc_accept_s: Number = 0.2  # a power-off/on request is accepted after this
+    bmc_power_off_min_s: Number = 1.0  # then the host goes dark after min..max more
+    bmc_power_off_max_s: Annotated[Number, Field(validate_default=True)] = 1.8
+    bmc_timeout_s: Number = 5.0  # an unreachable BMC fails after this
+    host_boot_s: Number = 20.0  # power-on until the agent runs again
+    vm_start_s: Number = 1.0  # start/reset of a domain returns after this
+    cloud_timeout_s: Number = 10.0  # a call to a dead/unreachable host fails after this
+    guest_watchdog_s: Number = 3.0  # a hung guest's watchdog fires after this
+    app_detect_s: Number = 30.0  # app failure noticed after this (when no probe given)
+    guest_exec_s: Number = 0.5  # an in-guest command (the app's restart) takes this long
+    event_retry_s: Number = 1.0  # agent resends undelivered guest events after this
     # what a cut-off agent does: `reboot` (stop feeding its watchdog) or
     # `none` (always feed: the host is never self-fenced; its fence levels
     # must then not count on agent_watchdog)
-    agent_isolation_action: str = "reboot"
+    agent_isolation_action: Literal["reboot", "none"] = "reboot"
 
+    @field_validator("bmc_power_off_max_s")
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], where: str = "sim") -> SimSettings:
-        known = {f.name for f in fields(cls)}
-        kwargs: dict[str, Any] = {}
-        for key, value in data.items():
-            if key not in known:
-                raise ValidationError(
-                    f"{where}.{key}",
-                    f"unknown simulator setting; allowed: {', '.join(sorted(known))}",
-                )
-            if key == "agent_isolation_action":
-                if value not in ISOLATION_ACTIONS:
-                    raise ValidationError(f"{where}.{key}", f"{value!r} is not one of "
-                                          f"{', '.join(ISOLATION_ACTIONS)}")
-                kwargs[key] = value
-                continue
-            kwargs[key] = _number(f"{where}.{key}", value, minimum=0.0)
-        settings = cls(**kwargs)
-        if settings.bmc_power_off_max_s < settings.bmc_power_off_min_s:
-            raise ValidationError(f"{where}.bmc_power_off_max_s", "must be >= bmc_power_off_min_s")
-        return settings
+    def _max_above_min(cls, value: float, info: ValidationInfo) -> float:
+        if value < info.data.get("bmc_power_off_min_s", 0.0):
+            raise ValueError("must be >= bmc_power_off_min_s")
+        return value
+
+
+def _fence_level(value: Any) -> Any:
+    """A level is one method name or a list of names."""
+    return value if isinstance(value, list) else [value]
+
+
+def _fence_methods(level: tuple[str, ...]) -> tuple[str, ...]:
+    for m in level:
+        if m not in FENCE_METHODS:
+            raise ValueError(f"{m!r} is not a fence method; allowed: {', '.join(FENCE_METHODS)}")
+    return level
+
+
+FenceLevel = Annotated[tuple[str, ...], BeforeValidator(_fence_level),
+                       AfterValidator(_fence_methods)]
+
+
+class _Sized(_Spec):
+    vcpus: Count = 0
+    ram_mb: Count = 0
+    disk_gb: Count = 0
+
+    def capacity(self) -> Capacity:
+        return Capacity(vcpus=self.vcpus, ram_mb=self.ram_mb, disk_gb=self.disk_gb)
+
+
+class _SegmentSpec(_Spec):
+    recovery_method: RecoveryMethod = RecoveryMethod.AUTO
+    mass_failure_threshold: Fraction = 0.5
+    enabled: StrictBool = True
+    hold_recovered_hosts: StrictBool = False
+    description: str = ""
+
+
+class _HostSpec(_Sized):
+    segment: str | None = None
+    fence: Annotated[list[FenceLevel], Field(min_length=1)] | None = None
+    reserved: StrictBool = False
+    maintenance: StrictBool = False
+    address: str = ""
+
+
+class _InstanceSpec(_Sized):
+    host: str | None = None
+    priority: Any = None  # checked by HAPolicy, as policy.priority
+    policy: dict[str, Any] | None = None
+    anti_affinity_group: str | None = None
+    project: str = ""
+
+
+class _CommandSpec(_Spec):
+    at: Number
+    do: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _both(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and ("at" not in data or "do" not in data):
+            raise ValueError("needs both `at` (seconds) and `do` (a command)")
+        return data
+
+    @field_validator("do", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            raise ValueError(f"{value!r} is not a command; allowed: {ALLOWED_COMMANDS}")
+        return value
+
+
+class _ScenarioSpec(_Spec):
+    seed: StrictInt = 0
+    config: dict[str, Any] = {}
+    sim: SimSettings = SimSettings()
+    segments: dict[str, _SegmentSpec] = {}
+    hosts: dict[str, _HostSpec] = {}
+    instances: dict[str, _InstanceSpec] = {}
+    commands: list[_CommandSpec] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        """An empty section (`hosts:`) is left out: its default applies."""
+        if isinstance(data, Mapping):
+            return {key: value for key, value in data.items() if value is not None}
+        return data
 
 
 @dataclass(frozen=True)
@@ -197,31 +303,78 @@ def scenario_from_data(data: Any, name: str = "") -> Scenario:
     """Validate already-parsed scenario data (e.g. built by a test)."""
     if not isinstance(data, Mapping):
         raise ValidationError("", "a scenario must be a mapping with segments, hosts, ...")
-    allowed = ("seed", "config", "sim", "segments", "hosts", "instances", "commands")
-    for key in data:
-        if key not in allowed:
-            raise ValidationError(str(key), f"unknown top-level key; allowed: {', '.join(allowed)}")
-    seed = _int("seed", data.get("seed", 0))
-    config = _mapping("config", data.get("config") or {})
-    sim = SimSettings.from_mapping(_mapping("sim", data.get("sim") or {}))
-    segments = _segments(_mapping("segments", data.get("segments") or {}))
-    hosts = _hosts(_mapping("hosts", data.get("hosts") or {}), {s.name for s in segments})
-    instances = _instances(_mapping("instances", data.get("instances") or {}),
-                           {h.name for h in hosts})
-    commands = _commands(data.get("commands") or [], hosts, instances, segments)
+    try:
+        spec = _ScenarioSpec.model_validate(data)
+    except PydanticValidationError as exc:
+        raise _translate(exc) from None
+    segments = _each("segments", spec.segments, _segment)
+    if not segments:
+        raise ValidationError("segments", "at least one segment is needed")
+    hosts = _each("hosts", spec.hosts, _host, {s.name for s in segments})
     if not hosts:
         raise ValidationError("hosts", "at least one host is needed")
+    instances = _each("instances", spec.instances, _instance, {h.name for h in hosts})
+    commands = _commands(spec.commands, hosts, instances, segments)
     last = max((c.at for c in commands), default=0.0)
-    return Scenario(seed, dict(config), sim, segments, hosts, instances, commands, name, last)
+    return Scenario(spec.seed, dict(spec.config), spec.sim, segments, hosts, instances,
+                    commands, name, last)
 
 
-def _each(section: str, data: Mapping[str, Any], build: Any) -> tuple[Any, ...]:
+def _translate(exc: PydanticValidationError) -> ValidationError:
+    """pydantic's first error as vmha's: the key's path (`hosts.h1.vcpus`,
+    `commands[3].at`) and what is wrong, in the words the parser always used."""
+    err = exc.errors()[0]
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
+    value, kind = err.get("input"), err["type"]
+    reasons = {
+        "extra_forbidden": lambda: "unknown key; allowed: " + ", ".join(
+            _allowed(err["loc"][:-1])),
+        "missing": lambda: "required key",
+        "int_type": lambda: f"{value!r} is not a whole number",
+        "float_type": lambda: f"{value!r} is not a number",
+        "finite_number": lambda: f"{value!r} is not a number",
+        "bool_type": lambda: f"{value!r} is not true or false",
+        "dict_type": lambda: f"must be a mapping, got {type(value).__name__}",
+        "model_type": lambda: f"must be a mapping, got {type(value).__name__}",
+        "list_type": lambda: f"must be a list, got {type(value).__name__}",
+        "string_type": lambda: f"{value!r} is not a string",
+        "too_short": lambda: "must not be empty",
+        "greater_than_equal": lambda: f"{value} is below {err['ctx']['ge']}",
+        "enum": lambda: f"{value!r} is not one of {err['ctx']['expected']}",
+        "literal_error": lambda: f"{value!r} is not one of {err['ctx']['expected']}",
+    }
+    reason = reasons[kind]() if kind in reasons else err["msg"].removeprefix("Value error, ")
+    return ValidationError(where.lstrip("."), reason)
+
+
+def _allowed(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys the model at `loc` takes (for "unknown key; allowed: ...")."""
+    model: Any = _ScenarioSpec
+    for part in loc:
+        model = _unwrapped(model)
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            model = model.model_fields[str(part)].annotation
+        else:  # a section's entry or a list's item
+            model = get_args(model)[-1]
+    model = _unwrapped(model)
+    return list(model.model_fields) if isinstance(model, type) else []
+
+
+def _unwrapped(kind: Any) -> Any:
+    """`X` of `Annotated[X, ...]` and of `X | None`."""
+    while get_origin(kind) in (Annotated, UnionType, Union):
+        kind = next(a for a in get_args(kind) if a is not type(None))
+    return kind
+
+
+def _each(section: str, specs: Mapping[str, _Spec], build: Any, *known: set[str],
+          ) -> tuple[Any, ...]:
     """Build every entry of a section; domain errors get the entry's path."""
     out = []
-    for name, spec in data.items():
+    for name, spec in specs.items():
         where = f"{section}.{name}"
         try:
-            out.append(build(where, str(name), _mapping(where, spec or {})))
+            out.append(build(where, name, spec, *known))
         except ValidationError as exc:
             if exc.field.startswith(where):
                 raise
@@ -230,107 +383,44 @@ def _each(section: str, data: Mapping[str, Any], build: Any) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def _segments(data: Mapping[str, Any]) -> tuple[Segment, ...]:
-    out = _each("segments", data, _segment)
-    if not out:
-        raise ValidationError("segments", "at least one segment is needed")
-    return out
+def _segment(where: str, name: str, spec: _SegmentSpec) -> Segment:
+    return Segment(name=name, recovery_method=spec.recovery_method,
+                   mass_failure_threshold=spec.mass_failure_threshold, enabled=spec.enabled,
+                   hold_recovered_hosts=spec.hold_recovered_hosts,
+                   description=spec.description)
 
 
-def _segment(where: str, name: str, spec: Mapping[str, Any]) -> Segment:
-    _only(where, spec, ("recovery_method", "mass_failure_threshold", "enabled",
-                        "hold_recovered_hosts", "description"))
-    method = spec.get("recovery_method", "auto")
+def _host(where: str, name: str, spec: _HostSpec, segments: set[str]) -> Host:
+    if spec.segment not in segments:
+        raise ValidationError(f"{where}.segment", f"{spec.segment!r} is not a segment of this "
+                              f"scenario; known: {', '.join(sorted(segments))}")
+    return Host(name=name, segment=spec.segment, capacity=spec.capacity(),
+                fence_levels=DEFAULT_FENCE if spec.fence is None else tuple(spec.fence),
+                reserved=spec.reserved, maintenance=spec.maintenance, address=spec.address)
+
+
+def _instance(where: str, name: str, spec: _InstanceSpec, hosts: set[str]) -> Instance:
+    if spec.host not in hosts:
+        raise ValidationError(f"{where}.host", f"{spec.host!r} is not a host of this "
+                              f"scenario; known: {', '.join(sorted(hosts))}")
+    policy_data = dict(spec.policy or {})
+    if "priority" in spec.model_fields_set:
+        policy_data.setdefault("priority", spec.priority)
     try:
-        recovery = RecoveryMethod(method)
-    except ValueError:
-        allowed = ", ".join(m.value for m in RecoveryMethod)
-        raise ValidationError(f"{where}.recovery_method",
-                              f"{method!r} is not one of {allowed}") from None
-    return Segment(
-        name=name, recovery_method=recovery,
-        mass_failure_threshold=_number(f"{where}.mass_failure_threshold",
-                                       spec.get("mass_failure_threshold", 0.5)),
-        enabled=_bool(f"{where}.enabled", spec.get("enabled", True)),
-        hold_recovered_hosts=_bool(f"{where}.hold_recovered_hosts",
-                                   spec.get("hold_recovered_hosts", False)),
-        description=str(spec.get("description", "")))
+        policy = HAPolicy.from_dict(policy_data)
+    except ValidationError as exc:
+        raise ValidationError(f"{where}.policy.{exc.field}", exc.reason) from None
+    return Instance(id=name, name=name, host=spec.host, resources=spec.capacity(),
+                    policy=policy, anti_affinity_group=spec.anti_affinity_group,
+                    project=spec.project)
 
 
-def _hosts(data: Mapping[str, Any], segments: set[str]) -> tuple[Host, ...]:
-    def build(where: str, name: str, spec: Mapping[str, Any]) -> Host:
-        _only(where, spec, ("segment", "vcpus", "ram_mb", "disk_gb", "fence", "reserved",
-                            "maintenance", "address"))
-        segment = spec.get("segment")
-        if segment not in segments:
-            raise ValidationError(f"{where}.segment", f"{segment!r} is not a segment of this "
-                                  f"scenario; known: {', '.join(sorted(segments))}")
-        return Host(
-            name=name, segment=str(segment), capacity=_capacity(where, spec),
-            fence_levels=_fence(f"{where}.fence", spec.get("fence")),
-            reserved=_bool(f"{where}.reserved", spec.get("reserved", False)),
-            maintenance=_bool(f"{where}.maintenance", spec.get("maintenance", False)),
-            address=str(spec.get("address", "")))
-
-    return _each("hosts", data, build)
-
-
-def _fence(where: str, value: Any) -> tuple[tuple[str, ...], ...]:
-    if value is None:
-        return DEFAULT_FENCE
-    if not isinstance(value, list) or not value:
-        raise ValidationError(where, "must be a non-empty list of fence methods")
-    levels = []
-    for i, level in enumerate(value):
-        methods = level if isinstance(level, list) else [level]
-        for m in methods:
-            if m not in FENCE_METHODS:
-                raise ValidationError(f"{where}[{i}]", f"{m!r} is not a fence method; "
-                                      f"allowed: {', '.join(FENCE_METHODS)}")
-        levels.append(tuple(str(m) for m in methods))
-    return tuple(levels)
-
-
-def _instances(data: Mapping[str, Any], hosts: set[str]) -> tuple[Instance, ...]:
-    def build(where: str, name: str, spec: Mapping[str, Any]) -> Instance:
-        _only(where, spec, ("host", "vcpus", "ram_mb", "disk_gb", "priority", "policy",
-                            "anti_affinity_group", "project"))
-        host = spec.get("host")
-        if host not in hosts:
-            raise ValidationError(f"{where}.host", f"{host!r} is not a host of this scenario; "
-                                  f"known: {', '.join(sorted(hosts))}")
-        policy_data = dict(_mapping(f"{where}.policy", spec.get("policy") or {}))
-        if "priority" in spec:
-            policy_data.setdefault("priority", spec["priority"])
-        try:
-            policy = HAPolicy.from_dict(policy_data)
-        except ValidationError as exc:
-            raise ValidationError(f"{where}.policy.{exc.field}", exc.reason) from None
-        group = spec.get("anti_affinity_group")
-        return Instance(id=name, name=name, host=str(host), resources=_capacity(where, spec),
-                        policy=policy, anti_affinity_group=None if group is None else str(group),
-                        project=str(spec.get("project", "")))
-
-    return _each("instances", data, build)
-
-def _commands(data: Any, hosts: tuple[Host, ...], instances: tuple[Instance, ...],
-              segments: tuple[Segment, ...]) -> tuple[Command, ...]:
-    if not isinstance(data, list):
-        raise ValidationError("commands", "must be a list of {at: SECONDS, do: COMMAND}")
+def _commands(specs: list[_CommandSpec], hosts: tuple[Host, ...],
+              instances: tuple[Instance, ...], segments: tuple[Segment, ...],
+              ) -> tuple[Command, ...]:
     names = _Names({h.name for h in hosts}, {i.id for i in instances}, {s.name for s in segments})
-    out = []
-    for i, item in enumerate(data):
-        where = f"commands[{i}]"
-        item = _mapping(where, item)
-        _only(where, item, ("at", "do"))
-        if "at" not in item or "do" not in item:
-            raise ValidationError(where, "needs both `at` (seconds) and `do` (a command)")
-        at = _number(f"{where}.at", item["at"], minimum=0.0)
-        text = item["do"]
-        if not isinstance(text, str):
-            raise ValidationError(f"{where}.do", f"{text!r} is not a command; allowed: "
-                                  f"{ALLOWED_COMMANDS}")
-        out.append(_command(f"{where}.do", i, at, text, names))
+    out = [_command(f"commands[{i}].do", i, spec.at, spec.do, names)
+           for i, spec in enumerate(specs)]
     # Stable sort: commands at the same time keep their file order.
     return tuple(sorted(out, key=lambda c: c.at))
 
@@ -421,42 +511,3 @@ def _command_numbers(verb: str, action: str, args: list[str], bad: Any) -> tuple
     if action == "loss" and numbers[0] > 100:
         raise bad("loss is a percentage (0-100)")
     return numbers
-
-
-def _capacity(where: str, spec: Mapping[str, Any]) -> Capacity:
-    return Capacity(
-        vcpus=_int(f"{where}.vcpus", spec.get("vcpus", 0)),
-        ram_mb=_int(f"{where}.ram_mb", spec.get("ram_mb", 0)),
-        disk_gb=_int(f"{where}.disk_gb", spec.get("disk_gb", 0)))
-
-
-def _only(where: str, spec: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
-    for key in spec:
-        if key not in allowed:
-            raise ValidationError(f"{where}.{key}", f"unknown key; allowed: {', '.join(allowed)}")
-
-
-def _mapping(where: str, value: Any) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ValidationError(where, f"must be a mapping, got {type(value).__name__}")
-    return value
-
-
-def _int(where: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationError(where, f"{value!r} is not a whole number")
-    return value
-
-
-def _number(where: str, value: Any, minimum: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValidationError(where, f"{value!r} is not a number")
-    if minimum is not None and value < minimum:
-        raise ValidationError(where, f"{value} is below {minimum}")
-    return float(value)
-
-
-def _bool(where: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValidationError(where, f"{value!r} is not true or false")
-    return value
