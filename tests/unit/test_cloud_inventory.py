@@ -85,6 +85,20 @@ def test_bad_metadata_is_published_once_and_the_default_applies() -> None:
     assert store.get_instance("s1").policy is None
 
 
+
+def test_app_actions_from_metadata_and_a_bad_one_stops_nothing() -> None:
+    """A bad `vmha:app_actions` is published and ignored for its server only;
+    the servers after it in the same snapshot are still synced."""
+    snap = Snapshot(HOSTS, (
+        server("s1", "c1", {"vmha:app": "auto", "vmha:app_actions": "exec:/bin/sh -c boom"}),
+        server("s2", "c2", {"vmha:app": "auto", "vmha:app_actions": '["reset", "rebuild"]'})))
+    store = synced(snap, snap)
+    found = store.list_events(EventQuery(types=("instance.policy_invalid",)))
+    assert [(e.subject, e.payload["key"]) for e in found] == [("s1", "vmha:app_actions")]
+    assert store.get_instance("s1").policy is None
+    good = store.get_instance("s2").policy
+    assert good is not None and [str(s) for s in good.app_actions] == ["reset", "rebuild"]
+
 def test_host_and_state_follow_nova_only_while_settled() -> None:
     seen: list[str | None] = []
 

@@ -79,3 +79,39 @@ def test_watchdog_action_is_read_from_flavor_or_image() -> None:
     assert got.policy is not None and got.policy.watchdog_action is WatchdogAction.POWEROFF
     shown_only = derive(layers(flavor={"hw:watchdog_action": "disabled"}))
     assert shown_only.policy is None and shown_only.watchdog_action == "disabled"
+
+
+@pytest.mark.parametrize("value", ['["reset", "rebuild"]', "reset, rebuild", " reset,rebuild "])
+def test_app_actions_as_a_json_list_or_separated_by_commas(value: str) -> None:
+    got = derive(layers({"vmha:app": "auto", "vmha:app_actions": value}))
+    assert got.problems == ()
+    assert got.policy is not None
+    assert [str(s) for s in got.policy.app_actions] == ["reset", "rebuild"]
+    assert got.sources == {"app": "metadata", "app_actions": "metadata"}
+
+
+def test_app_actions_from_the_flavor_under_a_metadata_mode() -> None:
+    got = derive(layers({"vmha:app": "auto"}, flavor={"vmha:app_actions": "restart"}))
+    assert got.policy is not None and [str(s) for s in got.policy.app_actions] == ["restart"]
+    assert got.sources is not None and got.sources["app_actions"] == "flavor"
+
+
+@pytest.mark.parametrize(("value", "why"), [
+    ("reset, explode", "app_actions[1]: 'explode' is not one of"),
+    ("reset,,rebuild", "app_actions[1]: '' is not one of"),
+    ('["reset", 3]', "must be a JSON list of step names"),
+    ('{"steps": ["reset"]}', "not one of"),
+    ('["reset"', "not a JSON list"),
+    ("[]", "must list 1 to 8 steps"),
+    (", ".join(["reset"] * 9), "must list 1 to 8 steps"),
+    ("reset:now", "reset takes no argument"),
+    ("exec:/etc/init.d/app restart, reset", "exec steps are not taken from Nova's keys"),
+    ('["exec:/bin/rm -rf /"]', "exec steps are not taken from Nova's keys"),
+])
+def test_a_bad_app_actions_value_is_a_problem_and_the_default_applies(value: str,
+                                                                       why: str) -> None:
+    got = derive(layers({"vmha:app": "auto", "vmha:app_actions": value}))
+    assert got.policy is None
+    assert [(p.key, p.value, p.layer) for p in got.problems] == [
+        ("vmha:app_actions", value, "metadata")]
+    assert why in got.problems[0].reason

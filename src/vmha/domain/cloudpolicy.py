@@ -10,6 +10,8 @@ policy (what an instance without keys gets anyway). vmha reads its own
     vmha:max_restarts, vmha:window_s    the restart budget
     vmha:evacuate_to_stopped            true | false
     vmha:custom_deadline_s, vmha:custom_fallback
+    vmha:app_actions                    the application escalation: a JSON list
+                                        (["reset", "rebuild"]) or reset, rebuild
 
 and two foreign conventions: Masakari's `HA_Enabled` (server metadata;
 `True` protects the server from host failures, `False` does not) when no
@@ -19,6 +21,11 @@ it on: then a server without that tag (and without `vmha:host`) is not
 evacuated. `hw:watchdog_action` (Nova's own key, flavor or image) is
 read into the policy's watchdog action for display.
 
+`vmha:app_actions` takes the steps the API takes (`AppStep.parse`),
+except `exec:`: whoever may set a server's metadata (its project) would
+pick the command run inside the guest, which only an admin may offer
+(STYLE habit 12), and Nova gives vmha no channel into the guest anyway.
+
 A bad value never stops anything: `derive` returns the problems (key,
 value, why) and no policy, so the server keeps the segment default and
 the caller publishes `instance.policy_invalid`. Standard library only.
@@ -26,15 +33,17 @@ the caller publishes `instance.policy_invalid`. Standard library only.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from vmha.domain.errors import ValidationError
 from vmha.domain.policy import HAPolicy
+from vmha.domain.probes import parse_steps
 
 PREFIX = "vmha:"
 KEYS = ("host", "guest", "app", "priority", "max_restarts", "window_s",
-        "evacuate_to_stopped", "custom_deadline_s", "custom_fallback")
+        "evacuate_to_stopped", "custom_deadline_s", "custom_fallback", "app_actions")
 INTS = frozenset({"priority", "max_restarts"})
 FLOATS = frozenset({"window_s", "custom_deadline_s"})
 WATCHDOG = {"reset": "reset", "poweroff": "poweroff", "pause": "pause", "none": "none",
@@ -93,7 +102,36 @@ def _typed(key: str, raw: str) -> object:
         if text.lower() in TRUE | FALSE:
             return text.lower() in TRUE
         raise ValidationError(key, f"{raw!r} is not true or false")
+    if key == "app_actions":
+        return _steps(text)
     return text
+
+
+def _steps(text: str) -> list[str]:
+    """`vmha:app_actions`: a JSON list of step names, or the names
+    separated by commas; each checked as the API checks it, `exec:` refused."""
+    if text.startswith("["):
+        try:
+            values = json.loads(text)
+        except ValueError:
+            raise ValidationError("app_actions", "starts with [ but is not a JSON list; give "
+                                  '["reset", "rebuild"] or reset, rebuild') from None
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise ValidationError("app_actions", "must be a JSON list of step names")
+    else:
+        values = [v.strip() for v in text.split(",")]
+    try:
+        steps = parse_steps(values)
+    except ValidationError as exc:
+        raise ValidationError("app_actions", f"{exc.field}: {exc.reason}") from None
+    for index, step in enumerate(steps):
+        if step.kind == "exec":
+            raise ValidationError("app_actions", f"app_actions[{index}]: exec steps are not "
+                                  "taken from Nova's keys (the server's project would choose "
+                                  "a command run inside the guest, and Nova offers vmha no "
+                                  "channel into it); use reset, restart or rebuild, or an "
+                                  "admin's named policy")
+    return [str(step) for step in steps]
 
 
 def _foreign(layers: Layers, evacuable_tags: bool) -> tuple[str, str] | None:
