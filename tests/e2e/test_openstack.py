@@ -24,7 +24,9 @@ more on the survivors: the higher priority of host1's two moves, the other
 is `instance.unplaceable`; last, the controller restarted with `[openstack]
 target = "scheduler"`: Nova's scheduler picks the hosts, vmha records them;
 then a project's token sees exactly its servers, and the actions API
-stops, starts, restarts, resets and rebuilds one through Nova.
+stops, starts, restarts, resets and rebuilds one through Nova; last, a
+server whose metadata gives its application the escalation `rebuild`
+(`vmha:app_actions`) has its application fail: Nova rebuilds it.
 """
 
 from __future__ import annotations
@@ -490,3 +492,67 @@ def test_project_tokens_see_their_servers_and_their_actions_call_nova(lab: Lab) 
     done = {a["action"] for a in lab.nova.call(
         "GET", "compute", f"/servers/{sid}/os-instance-actions")["instanceActions"]}
     assert {"stop", "start", "reboot", "rebuild"} <= done, done
+
+
+def report_app(lab: Lab, host: str, sid: str, kind: str) -> None:
+    """What `host`'s agent sends when its probe of the server's application
+    changes verdict (docs/agent.md "Probes"). The lab's compute hosts run
+    Nova's fake virt driver: no guest, nothing the agent could probe, so
+    the test speaks for it, through the same API with the same body."""
+    event = {"instance": sid, "name": "app-rb", "kind": kind, "time": time.time(),
+             "probe": "http http://198.18.1.99:8080/health", "count": 3,
+             "detail": "HTTP 503" if kind == "app_failed" else ""}
+    got = lab.api.post(f"/v1/agents/{host}/events", json={"boot_id": "e2e", "events": [event]})
+    assert got.status_code == 202, got.text
+    assert got.json()["known"] == 1
+
+
+def test_app_escalation_rebuild_from_metadata_has_nova_rebuild_the_server(lab: Lab) -> None:
+    """`vmha:app=auto` and `vmha:app_actions=rebuild` in the server's
+    metadata; its application fails: the recovery job's step asks Nova to
+    rebuild the server from its image, Nova does (its instance action
+    `rebuild` succeeds, the server is ACTIVE again on the same host), and
+    once the application answers again the job is done."""
+    host = next(h for h in ("host3", "host2") if lab.api.get(f"/v1/hosts/{h}").json()
+                ["state"] == "up")
+    boot_as(lab, "app-rb", host, "vmha.tiny", {"vmha:app": "auto", "vmha:app_actions": "rebuild"})
+    sid = lab.ids["app-rb"]
+    servers.wait_active(lab.nova, [sid])
+    servers.wait_known(state.load(lab.dir), [sid])
+    policy = wait_for(lambda: lab.api.get(f"/v1/instances/{sid}").json()["policy"], 60,
+                      "vmha's policy of app-rb from its metadata")
+    assert policy["app_actions"] == ["rebuild"] and policy["app"] == "auto"
+    since, asked = lab.cursor(), time.time()
+    report_app(lab, host, sid, "app_failed")
+    statuses: list[str] = []
+
+    def rebuilt() -> dict[str, Any] | None:
+        srv = lab.server("app-rb")
+        statuses.append(srv["status"])
+        actions = lab.nova.call("GET", "compute",
+                                f"/servers/{sid}/os-instance-actions")["instanceActions"]
+        done = [a for a in actions if a["action"] == "rebuild"]
+        if done and srv["status"] == "ACTIVE" and not srv["OS-EXT-STS:task_state"]:
+            return dict(done[0])
+        return None
+
+    action = wait_for(rebuilt, 120, "Nova's rebuild of app-rb done")
+    assert "REBUILD" in statuses, statuses  # seen for seconds: ACTIVE, REBUILD ..., ACTIVE
+    assert nova_time(action["start_time"]) >= asked - 1.0  # clocks: same machine
+    detail = lab.nova.call("GET", "compute", f"/servers/{sid}/os-instance-actions/"
+                           f"{action['request_id']}")["instanceAction"]
+    assert [e["result"] for e in detail["events"]] == ["Success"] * len(detail["events"])
+    assert detail["events"], detail
+    assert lab.server("app-rb")["OS-EXT-SRV-ATTR:host"] == host  # rebuilt where it was
+    jobs = wait_for(lambda: [j for j in lab.api.get("/v1/jobs", params={
+        "kind": "instance_recovery", "subject": sid}).json()["items"]
+        if j["steps"] and j["steps"][-1]["finished_at"]], 30, "the rebuild step finished")
+    assert len(jobs) == 1 and [s["name"] for s in jobs[0]["steps"]] == ["rebuild"], jobs
+    assert jobs[0]["steps"][0]["state"] == "done", jobs[0]
+    report_app(lab, host, sid, "app_recovered")
+    job = wait_for(lambda: (j := lab.api.get(f"/v1/jobs/{jobs[0]['id']}").json())["state"]
+                   in ("done", "failed") and j, 60, "app-rb's recovery job finished")
+    assert job["state"] == "done", job
+    assert lab.events("instance.app_failed", sid, since)
+    assert lab.events("instance.restarted", sid, since)
+    assert not lab.events("instance.recovery_failed", sid, since)
