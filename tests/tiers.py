@@ -15,6 +15,8 @@ cloud: its venv, MariaDB, RabbitMQ).
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -38,3 +40,13 @@ def require_tier(tier: str, missing: str | None) -> None:
     pytest.fail(f"the {tier} tier cannot run: {missing}. `make test` installs and starts "
                 f"what it needs; to leave it out on purpose set {SKIP_ENV}={tier}",
                 pytrace=False)
+
+
+def promtool() -> str:
+    """Prometheus' promtool: on PATH, or where scripts/ensure-ops-deps.sh puts it."""
+    bundled = Path(__file__).parents[1] / "build" / "tools" / "promtool"
+    found = shutil.which("promtool") or (str(bundled) if bundled.exists() else None)
+    require_tier("promtool", None if found else
+                 "promtool is missing (scripts/ensure-ops-deps.sh puts it in build/tools/)")
+    assert found is not None
+    return found

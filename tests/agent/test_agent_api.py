@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from agentkit import TOKEN, FakeWatchdog, config, free_port
+from test_prober import U1, App, FakeGuestAgent, entry, running, until
 
+from tiers import promtool
 from vmha.adapters.heartbeat import start_receiver
 from vmha.adapters.system import SystemClock
+from vmha.agent.domains import DomainEvent
 from vmha.agent.http import AgentApi
+from vmha.agent.prober import Prober
+from vmha.agent.probes import parse_document
 from vmha.agent.runtime import Agent, Identity
+from vmha.domain.probes import ProbeKind
 
 SEG = b"g" * 32
 UUID = "6f1c9e4e-7c1a-4d2e-9a51-0c7f00000001"
@@ -174,3 +181,64 @@ def test_agent_metrics_in_the_prometheus_text_format(tmp_path: Path) -> None:
         assert "vmha_agent_send_errors_total" in a_got
 
     run(tmp_path, body)
+
+
+def test_application_probe_results_in_the_agents_metrics(tmp_path: Path) -> None:
+    """A real agent API with a prober: an http probe against a local app and
+    guest-agent pings; the app fails, then the guest agent stops answering."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async def scrape(port: int) -> tuple[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
+        text = (await raw_get(port, "/v1/metrics"))[2]
+        return text, {(s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k != "host"))):
+                      s.value for f in text_string_to_metric_families(text) for s in f.samples}
+
+    async def main() -> None:
+        port = free_port()
+        cfg = config(tmp_path / "a", host="a", api={"listen": f"127.0.0.1:{port}", "token": TOKEN})
+        agent = Agent(cfg, Identity("a", "lab", b"a_______", b"a" * 8, SEG), SystemClock(),
+                      FakeWatchdog())
+        await agent.open()
+        events: list[DomainEvent] = []
+        ga = FakeGuestAgent()
+        prober = Prober(ga, SystemClock(), events.append, tmp_path)  # type: ignore[arg-type]
+        api = AgentApi(agent, TOKEN, prober=prober)
+        await api.start("127.0.0.1", port)
+        app = App()
+        try:
+            url = await app.start()
+            probe = {"kind": "http", "target": url, "interval_s": 0.5, "timeout_s": 0.5,
+                     "failure_threshold": 2}
+            prober.set_document(parse_document({"instances": [
+                entry(U1, "vm1", [probe], {"interval_s": 1, "failures": 2})]}))
+            prober.reconcile(running(U1))
+            await until(lambda: prober.counts.checks[ProbeKind.HTTP][1] >= 1
+                        and prober.counts.pings[1] >= 1, timeout=30)
+            app.status = "503 Service Unavailable"
+            ga.ping_ok[U1] = False
+            kinds = lambda: {e.kind for e in events}  # noqa: E731
+            await until(lambda: {"app_failed", "guest_unresponsive"} <= kinds(), timeout=30)
+            text, got = await scrape(port)
+        finally:
+            app.stop()
+            await api.stop()
+            await prober.close()
+            agent.close()
+        checks = "vmha_agent_app_probe_checks_total"
+        assert got[(checks, (("kind", "http"), ("result", "ok")))] >= 1
+        assert got[(checks, (("kind", "http"), ("result", "failed")))] >= 2
+        assert got[(checks, (("kind", "exec"), ("result", "failed")))] == 0  # every kind listed
+        assert got[("vmha_agent_guest_pings_total", (("result", "ok"),))] >= 1
+        assert got[("vmha_agent_guest_pings_total", (("result", "failed"),))] >= 2
+        reports = "vmha_agent_probe_reports_total"
+        assert got[(reports, (("kind", "app_failed"),))] == 1
+        assert got[(reports, (("kind", "guest_unresponsive"),))] == 1
+        assert got[(reports, (("kind", "app_recovered"),))] == 0
+        assert got[("vmha_agent_instances_watched", ())] == 1
+        assert got[("vmha_agent_instances_app_failed", ())] == 1
+        assert got[("vmha_agent_instances_guest_unresponsive", ())] == 1
+        lint = subprocess.run([promtool(), "check", "metrics"], input=text,
+                              capture_output=True, text=True, timeout=60)
+        assert lint.returncode == 0, lint.stdout + lint.stderr
+
+    asyncio.run(main())

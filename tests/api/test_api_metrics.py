@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from tiers import require_tier
+from tiers import promtool
 from vmha.api.context import Liveness
 from vmha.api.metrics import ControllerMetrics, install
 from vmha.domain.model import (
@@ -32,7 +31,6 @@ from vmha.ports import Store
 
 ClientFor = Callable[[str | None], TestClient]
 ETC = Path(__file__).parents[2] / "etc"
-PROMTOOL = Path(__file__).parents[2] / "build" / "tools" / "promtool"
 
 
 def live3() -> dict[str, Liveness]:
@@ -138,16 +136,8 @@ def test_webhook_latency_and_dead_letters(seeded: TestClient,
     assert got[("vmha_webhook_dead_letters_total", ())] == 1
 
 
-def _promtool() -> str:
-    found = shutil.which("promtool") or (str(PROMTOOL) if PROMTOOL.exists() else None)
-    require_tier("promtool", None if found else
-                 "promtool is missing (scripts/ensure-ops-deps.sh puts it in build/tools/)")
-    assert found is not None
-    return found
-
-
-def test_alert_rules_validate_with_promtool() -> None:
-    done = subprocess.run([_promtool(), "check", "rules", str(ETC / "prometheus" /
+def test_alert_rules_validate_withpromtool() -> None:
+    done = subprocess.run([promtool(), "check", "rules", str(ETC / "prometheus" /
                                                               "vmha-alerts.yml")],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "SUCCESS: 5 rules found" in done.stdout, done.stdout + \
@@ -165,7 +155,7 @@ def test_the_exposition_lints_and_etc_uses_only_exported_names(
     metrics.poll()
     metrics.delivered(Event(type="x", subject="s", time=1.0), "dead", 2.0)
     text = seeded.get("/metrics").text
-    lint = subprocess.run([_promtool(), "check", "metrics"], input=text, capture_output=True,
+    lint = subprocess.run([promtool(), "check", "metrics"], input=text, capture_output=True,
                           text=True, timeout=60)
     assert lint.returncode == 0, lint.stdout + lint.stderr
     exported = {s.name for f in text_string_to_metric_families(text) for s in f.samples}

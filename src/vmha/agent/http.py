@@ -182,8 +182,11 @@ class AgentApi:
         counts = dict(self._agent.metrics)
         if self._report_counts is not None:
             counts.update(self._report_counts())
+        prober = self._prober
         return agent_metrics.render(self._agent.ident.host, counts, self._agent.health(),
-                                    self._agent.watchdog_armed)
+                                    self._agent.watchdog_armed,
+                                    None if prober is None else prober.counts,
+                                    None if prober is None else prober.health())
 
     # -- domains (libvirt) ----------------------------------------------------
     async def _hv_health(self) -> dict[str, Any] | None:

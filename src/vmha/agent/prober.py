@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 from vmha.agent.checks import http_target, start_http, start_tcp
 from vmha.agent.domains import DomainEvent, DomainView
 from vmha.agent.guestagent import GuestAgent, NotRunning
-from vmha.agent.probes import AppHealth, PingHealth, Report, Watched
+from vmha.agent.probes import AppHealth, PingHealth, ProbeCounts, Report, Watched
 from vmha.agent.state import load_json, save_json
 from vmha.agent.wheel import Entry, Wheel
 from vmha.domain.probes import Probe, ProbeKind, split_command, split_tcp
@@ -79,6 +79,7 @@ class Prober:
         self._running: set[str] = set()
         self._domains: dict[str, _Domain] = {}
         self._wheel = Wheel(clock)
+        self.counts = ProbeCounts()  # read by the agent's /v1/metrics
         saved = load_json(state_dir, STATE_FILE)
         known = saved if isinstance(saved, dict) else {}
         self._failed: set[str] = set(known.get("app_failed", []))
@@ -249,6 +250,7 @@ class Prober:
         self._record(dom, probe, None if result.ok else result.describe())
 
     def _record(self, dom: _Domain, probe: Probe, error: str | None) -> None:
+        self.counts.checks[probe.kind][error is None] += 1
         counting = self._clock.now() >= dom.boot_at + probe.initial_delay_s
         report = dom.app.record(probe, error is None, error or "", counting)
         if report is not None:
@@ -266,6 +268,7 @@ class Prober:
             return
         except (VmhaError, Busy) as exc:
             error = exc.detail if isinstance(exc, VmhaError) else str(exc)
+        self.counts.pings[error is None] += 1
         report = dom.ping.record(spec, error is None, error or "")
         if report is not None:
             self._report(dom, report)
@@ -288,6 +291,7 @@ class Prober:
     # -- reports --------------------------------------------------------------
     def _report(self, dom: _Domain, report: Report) -> None:
         spec = dom.spec
+        self.counts.reports[report.kind] += 1
         if report.kind in ("app_failed", "guest_unresponsive"):
             log.warning("instance %s (%s): %s: %s: %s (%d in a row)", spec.name, spec.instance,
                         report.kind, report.probe, report.detail, report.count)

@@ -13,8 +13,9 @@ targets already resolved to HOST:PORT) and its guest-agent ping settings:
 use is logged and skipped, never fatal. `AppHealth` and `PingHealth` count
 results and say when the application failed or recovered and when the
 guest agent became unresponsive or answered again: those changes, and only
-those, are reported to the controller (`Report`). Pure: no I/O, no clock.
-Used by `vmha.agent.prober`.
+those, are reported to the controller (`Report`). `ProbeCounts` counts
+every result and report for the agent's `/v1/metrics`. Pure: no I/O, no
+clock. Used by `vmha.agent.prober`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vmha.agent.domains import canonical_uuid
-from vmha.domain.probes import Probe, probe_from_dict
+from vmha.domain.probes import Probe, ProbeKind, probe_from_dict
 from vmha.errors import ValidationError
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,23 @@ class Report:
     probe: str
     detail: str  # the last error ("" when it recovered)
     count: int  # failures (or successes) in a row behind the change
+
+
+REPORT_KINDS = ("app_failed", "app_recovered", "guest_unresponsive", "guest_responsive")
+
+
+class ProbeCounts:
+    """Every check result and report since the agent started, for
+    `/v1/metrics` (vmha.agent.metrics). Bumped where a result arrives: an
+    item of a list made once, so a check allocates nothing and takes no
+    lock (one event loop). Index 0 counts failures, 1 successes."""
+
+    __slots__ = ("checks", "pings", "reports")
+
+    def __init__(self) -> None:
+        self.checks: dict[ProbeKind, list[int]] = {kind: [0, 0] for kind in ProbeKind}
+        self.pings = [0, 0]
+        self.reports = dict.fromkeys(REPORT_KINDS, 0)
 
 
 @dataclass
