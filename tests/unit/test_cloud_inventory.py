@@ -17,6 +17,7 @@ from vmha.adapters.cloud.openstack_inventory import (
     NovaServer,
     Snapshot,
     _hosts,
+    read_snapshot,
     to_server,
     vmha_name,
 )
@@ -25,6 +26,7 @@ from vmha.config import OpenStackConfig
 from vmha.controller.inbox import Inbox
 from vmha.controller.openstack import InventorySync, inventory_command
 from vmha.domain import commands as cmd
+from vmha.domain.errors import PermissionDenied
 from vmha.domain.model import HostState, InstanceState
 from vmha.ports import EventQuery, PowerState, list_all
 from vmha.sim.loop import run_virtual
@@ -332,3 +334,110 @@ def test_a_reading_older_than_the_engines_write_does_not_undo_it() -> None:
 
 
 CFG = OpenStackConfig(auth_url="http://k/v3", default_segment="cloud")
+
+
+class GroupedNova:
+    """Nova as read_snapshot reads it: three computes, a server per entry of
+    `servers` (id -> host), and the server groups of every project."""
+
+    def __init__(self, servers: dict[str, str], groups: list[dict[str, Any]],
+                 refuse_groups: bool = False) -> None:
+        self.servers, self.groups, self.refuse_groups = servers, groups, refuse_groups
+        self.paths: list[tuple[str, str]] = []
+
+    def call(self, method: str, path: str, mv: str) -> Any:
+        self.paths.append((path, mv))
+        if path.startswith("/os-services"):
+            return {"services": [{"host": h, "state": "up", "status": "enabled"}
+                                 for h in ("c1", "c2", "c3")]}
+        if path.startswith("/os-aggregates"):
+            return {"aggregates": []}
+        if path.startswith("/os-server-groups"):
+            if self.refuse_groups:
+                raise PermissionDenied("GET /os-server-groups: Nova answered 403: policy")
+            return {"server_groups": self.groups}
+        return {"servers": [
+            {"id": sid, "name": sid, "tenant_id": "p1", "status": "ACTIVE",
+             "OS-EXT-SRV-ATTR:host": host, "metadata": {"vmha:host": "auto"},
+             "flavor": {"vcpus": 1, "ram": 512, "disk": 1, "extra_specs": {}}}
+            for sid, host in self.servers.items()]}
+
+    def image_props(self, image_id: str) -> dict[str, str]:
+        return {}
+
+
+GROUPS = [
+    {"id": "g-hard", "policy": "anti-affinity", "rules": {}, "members": ["a1", "a2"]},
+    {"id": "g-soft", "policy": "soft-anti-affinity", "rules": {}, "members": ["s1", "s2"]},
+    {"id": "g-two", "policy": "anti-affinity", "rules": {"max_server_per_host": 2},
+     "members": ["t1", "t2"]},
+    {"id": "g-aff", "policy": "affinity", "rules": {}, "members": ["f1"]},
+]
+SERVERS = {"a1": "c1", "a2": "c2", "s1": "c1", "s2": "c2", "t1": "c1", "t2": "c2",
+           "f1": "c3", "plain": "c3"}
+
+
+def test_members_of_novas_strict_anti_affinity_groups_carry_the_group() -> None:
+    """Nova's server groups of every project (2.64): only strict
+    `anti-affinity` ones with one member per host become vmha groups,
+    named nova:<uuid>."""
+    nova = GroupedNova(SERVERS, GROUPS)
+    snap = read_snapshot(nova, nova.image_props)  # type: ignore[arg-type]
+    assert {s.id: s.group for s in snap.servers if s.group} == {
+        "a1": "nova:g-hard", "a2": "nova:g-hard"}
+    asked = [(p, mv) for p, mv in nova.paths if p.startswith("/os-server-groups")]
+    assert asked == [("/os-server-groups?all_projects=True&limit=1000&offset=0", "2.64")]
+    store = synced(snap)
+    assert {i.id: i.anti_affinity_group for i in list_all(store.list_instances)
+            if i.anti_affinity_group} == {"a1": "nova:g-hard", "a2": "nova:g-hard"}
+
+
+def test_a_refused_server_group_list_still_syncs_the_servers(caplog: Any) -> None:
+    nova = GroupedNova(SERVERS, GROUPS, refuse_groups=True)
+    snap = read_snapshot(nova, nova.image_props)  # type: ignore[arg-type]
+    assert len(snap.servers) == len(SERVERS) and not any(s.group for s in snap.servers)
+    assert "server groups are not read" in caplog.text
+
+
+def test_novas_group_follows_nova_and_an_operators_own_group_stays() -> None:
+    """The sync owns `nova:` groups only: dropped when Nova drops the
+    group; a group set through vmha's API on a server in no Nova group
+    is left alone."""
+    in_group = Snapshot(HOSTS, (replace(server("s1", "c1"), group="nova:g1"), server("s2", "c2")))
+    plain = Snapshot(HOSTS, (server("s1", "c1"), server("s2", "c2")))
+
+    def operator_sets_group(store: FakeStore) -> None:
+        store.update_instance(replace(store.get_instance("s2"), anti_affinity_group="db"))
+
+    store = synced(in_group, operator_sets_group, plain)
+    assert store.get_instance("s1").anti_affinity_group is None
+    assert store.get_instance("s2").anti_affinity_group == "db"
+
+
+def test_a_failed_hosts_server_goes_where_no_member_of_its_nova_group_runs() -> None:
+    """a1 (c1) and a2 (c2) are in one Nova anti-affinity group; c2 has more
+    room than c3. c1 fails: a1 goes to c3, not next to a2 (without the
+    group the planner would pick c2)."""
+    def a1_target(group: str | None) -> str:
+        async def main() -> str:
+            w = World()
+            w.add_cluster(["c1", "c2", "c3"], ram_mb=8192)
+            w.start()
+            where = {"a1": "c1", "a2": "c2", "f1": "c3", "f2": "c3"}
+            servers = tuple(replace(server(sid, host), disk_gb=0,
+                                    group=group if sid.startswith("a") else None)
+                            for sid, host in where.items())
+            hosts = tuple(NovaHost(h) for h in ("c1", "c2", "c3"))
+            await w.ask(inventory_command(Snapshot(hosts, servers), CFG))
+            for sid, host in where.items():
+                w.cloud.running.setdefault(sid, set()).add(host)
+            await asyncio.sleep(30)
+            w.power_off("c1")
+            await asyncio.sleep(60)
+            await w.close()
+            return next(h for op, i, h in w.cloud.calls if op == "start" and i == "a1")
+
+        return run_virtual(main())
+
+    assert a1_target("nova:g1") == "c3"
+    assert a1_target(None) == "c2"

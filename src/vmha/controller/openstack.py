@@ -83,7 +83,7 @@ def inventory_command(snap: Snapshot, cfg: OpenStackConfig) -> CloudInventory:
         CloudServer(id=s.id, name=s.name, host=s.host, project=s.project,
                     state=NOVA_STATES.get(s.status, InstanceState.UNKNOWN),
                     busy=bool(s.task_state), resources=Capacity(s.vcpus, s.ram_mb, s.disk_gb),
-                    layers=s.layers)
+                    layers=s.layers, group=s.group)
         for s in snap.servers)
     return CloudInventory(hosts, servers, cfg.evacuable_tags, snap.read_at)
 

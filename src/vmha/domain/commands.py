@@ -161,11 +161,15 @@ class CloudHost:
     held: bool = False
 
 
+CLOUD_GROUP_PREFIX = "nova:"  # a group the cloud keeps: nova:<uuid of Nova's server group>
+
+
 @dataclass(frozen=True)
 class CloudServer:
     """A server the cloud has placed on a host, as the cloud records it.
     `state` UNKNOWN: a status vmha does not map; `busy`: a task (a move, a
-    rebuild) is in progress there."""
+    rebuild) is in progress there; `group`: the anti-affinity group the
+    cloud keeps it in (`nova:<uuid>`), None when none."""
 
     id: str
     name: str
@@ -175,6 +179,7 @@ class CloudServer:
     busy: bool = False
     resources: Capacity = field(default_factory=Capacity)
     layers: Layers = field(default_factory=lambda: Layers({}, {}, {}))
+    group: str | None = None
 
 
 @dataclass(frozen=True)

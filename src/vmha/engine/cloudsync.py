@@ -13,7 +13,10 @@ observed state keep one writer (DESIGN.md, "One writer").
   resources and the policy derived from the cloud's keys
   (vmha.domain.cloudpolicy). A bad key keeps the segment default and
   publishes `instance.policy_invalid`, once per server, key and value for
-  as long as this engine runs. Host and state follow the cloud only while
+  as long as this engine runs. Its anti-affinity group is the cloud's
+  (`nova:<uuid>`, for the planner) while the cloud keeps it in one; a
+  group set through vmha's API (no `nova:` prefix) is left alone when the
+  cloud has none. Host and state follow the cloud only while
   the instance's vmha host is up, the server has no task in progress and
   no recovery job of vmha moves it: during a recovery vmha's record wins,
   and so does a record the engine wrote after the reading began (a
@@ -142,13 +145,14 @@ class CloudSync:
             with contextlib.suppress(Conflict):
                 self.cluster.store.create_instance(Instance(
                     id=srv.id, name=srv.name, host=srv.host, project=srv.project,
-                    resources=srv.resources, state=srv.state, policy=policy))
+                    resources=srv.resources, state=srv.state, policy=policy,
+                    anti_affinity_group=srv.group))
                 return "created"
             return "same"
 
         def follow(inst: Instance) -> tuple[Instance, list[Event]] | None:
             new = replace(inst, name=srv.name, project=srv.project, resources=srv.resources,
-                          policy=policy)
+                          policy=policy, anti_affinity_group=_group(srv, inst))
             if not moving and self._settled(srv, inst):
                 new = replace(new, host=srv.host, state=srv.state)
             return None if new == inst else (new, [])
@@ -163,3 +167,12 @@ class CloudSync:
             return False
         home = self.cluster.hosts.get(inst.host or "")
         return home is None or home.state is HostState.UP
+
+
+def _group(srv: cmd.CloudServer, inst: Instance) -> str | None:
+    """The cloud's group when it has one; else the record's own, unless that
+    one came from the cloud (`nova:`) and the cloud has dropped it."""
+    if srv.group:
+        return srv.group
+    own = inst.anti_affinity_group
+    return None if own and own.startswith(cmd.CLOUD_GROUP_PREFIX) else own
