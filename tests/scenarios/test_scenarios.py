@@ -154,6 +154,14 @@ OUTCOMES: dict[str, Outcome] = {
                  "vm1: instance.evacuating moving from h1 to h3"),
         never=("vm1: world running on h2",),
         before=(("move to h2 accepted, then failed", "moving from h1 to h3"),)),
+    "cloud-fails-every-move": Outcome(
+        has=(*FENCED_H1, "instance.recovery_failed vm1"),
+        lacks=("instance.unplaceable", "instance.evacuated"),
+        running={"vm1": None, "vm2": "h3"}, starts={"vm1": 0},
+        log_has=("vm1: instance.evacuating moving from h1 to h2",
+                 "vm1: instance.evacuating moving from h1 to h3",
+                 "vm1: instance.recovery_failed 2 moves failed"),
+        before=(("move to h3 accepted, then failed", "vm1: instance.recovery_failed"),)),
     "cloud-refuses-re-enable": Outcome(
         has=(*FENCED_H1, "host.up h1", "host.fenced h2"),
         running={"vm1": "h3", "vm2": "h3"}, starts={"vm2": 1},

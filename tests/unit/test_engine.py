@@ -258,23 +258,47 @@ def test_a_refused_re_enable_is_retried_without_holding_up_detection() -> None:
     assert "h1" not in w.cloud.disabled
 
 
-def test_a_move_the_cloud_reports_failed_is_replanned_at_once() -> None:
+def h1_fails(w: World, for_s: float = 20.0) -> World:
+    """Run `w`: h1 loses power at t=30, then `for_s` virtual seconds pass."""
     async def main() -> World:
-        w = World()
-        w.add_cluster(["h1", "h2", "h3"], threshold=1.0)
-        w.add_vm("vm1", "h1", vcpus=6)
-        w.add_vm("vm2", "h3", vcpus=8)  # h2 has the most room: the planner picks it
-        w.cloud.failing_targets.add("h2")  # e.g. Nova's NoValidHost for h2
         w.start()
         await asyncio.sleep(30)
         w.power_off("h1")
-        await asyncio.sleep(20)
+        await asyncio.sleep(for_s)
         await w.close()
         return w
 
-    w = run_virtual(main())
+    return run_virtual(main())
+
+
+def test_a_move_the_cloud_reports_failed_is_replanned_at_once() -> None:
+    w = World()
+    w.add_cluster(["h1", "h2", "h3"], threshold=1.0)
+    w.add_vm("vm1", "h1", vcpus=6)
+    w.add_vm("vm2", "h3", vcpus=8)  # h2 has the most room: the planner picks it
+    w.cloud.failing_targets.add("h2")  # e.g. Nova's NoValidHost for h2
+    h1_fails(w)
     assert ("failed", "vm1", "h2") in w.cloud.calls
     assert w.placement("vm1")[0] == "h3"  # well before verify_timeout_s (30 s) ran out
+
+
+def test_when_every_re_plan_fails_the_recovery_failed_on_the_failed_host() -> None:
+    """Every target accepts the move and fails it: after the last re-plan
+    finds no host, `instance.recovery_failed` (not `unplaceable`, which is
+    for "no host fits" at the first plan), and vm1 is recorded in error on
+    h1, where the cloud still has it."""
+    w = World()
+    w.add_cluster(["h1", "h2", "h3"], threshold=1.0)
+    w.add_vm("vm1", "h1", vcpus=6)
+    w.cloud.failing_targets.update({"h2", "h3"})
+    h1_fails(w)
+    assert {h for op, i, h in w.cloud.calls if op == "failed"} == {"h2", "h3"}
+    assert w.placement("vm1") == ("h1", "error")
+    assert [e for e in w.events("instance.") if e[0] != "instance.evacuating"] == [
+        ("instance.recovery_failed", "vm1")]
+    failed = w.store.list_events(EventQuery(types=("instance.recovery_failed",)))[0]
+    assert failed.severity.value == "error" and failed.payload["job"] == "job-000001"
+    assert failed.payload["reason"].startswith("2 moves failed (the last: the cloud reports")
 
 
 def test_maintenance_host_is_ignored_and_not_a_target() -> None:

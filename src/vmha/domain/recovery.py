@@ -20,8 +20,10 @@ request, the pause, and one `Move` per instance. Move states: pending
 failed and it was stopped there again: plan again, avoiding that host),
 handed_over (its target failed while it was moving: the instance is
 recorded on the target, whose own recovery job fences that host and moves
-it; re-planning it here could run it twice), unplaceable, skipped (policy
-does not recover it).
+it; re-planning it here could run it twice), unplaceable (no host fits:
+`instance.unplaceable` at the first plan, `instance.recovery_failed` when
+a re-plan after a failed move finds none), skipped (policy does not
+recover it).
 
 The agent_watchdog level is proven by peer samples, not by the clock
 alone: its ConfirmFenced runs every `confirm_retry_s`, each answer carries
@@ -676,11 +678,27 @@ def _apply_plan(job: Job, data: HostRecoveryData, r: Result, now: float) -> Deci
                     stopped=p.stopped, order=order)
         data = data.with_move(p.instance, m)
     for u in plan.unplaced:
-        m = replace(data.instances[u.instance], state=MoveState.UNPLACEABLE, reason=u.reason)
-        data = data.with_move(u.instance, m)
-        updates.append(InstanceUpdate(u.instance, "instance.unplaceable", u.reason,
-                                      InstanceState.ERROR, only_if_hosts=(job.subject,)))
+        before = data.instances[u.instance]
+        data = data.with_move(u.instance, replace(before, state=MoveState.UNPLACEABLE,
+                                                  reason=u.reason))
+        updates.append(_unplaced(job, before, u.instance, u.reason))
     return Decision(_with(job, replace(data, planned=True), now), instances=tuple(updates))
+
+
+def _unplaced(job: Job, before: Move, iid: str, reason: str) -> InstanceUpdate:
+    """No host for it: `instance.unplaceable` at the first plan; after a
+    move failed (a re-plan), `instance.recovery_failed`, and it is recorded
+    back on the failed host (where its record was moved to the failed
+    target, and where the cloud still has it)."""
+    if not before.excluded:
+        return InstanceUpdate(iid, "instance.unplaceable", reason, InstanceState.ERROR,
+                              only_if_hosts=(job.subject,))
+    tried = len(before.excluded)
+    what = (f"{tried} moves failed (the last: {before.reason})" if tried > 1
+            else f"its move failed ({before.reason})")
+    return InstanceUpdate(iid, "instance.recovery_failed", f"{what}; {reason}",
+                          InstanceState.ERROR, job.subject,
+                          only_if_hosts=(job.subject, *before.excluded))
 
 
 def _apply_instance(job: Job, data: HostRecoveryData, intent: Evacuate | VerifyInstance,

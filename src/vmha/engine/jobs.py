@@ -64,7 +64,8 @@ MAX_STEPS = 200
 # A self-fence sample may start this much later than `confirm_retry_s` asks
 # (a busy event loop, a slow store write) before its window counts as broken.
 SAMPLE_SLACK_S = 1.0
-ERROR_EVENTS = frozenset({"instance.unplaceable", "instance.host_failed"})
+ERROR_EVENTS = frozenset({"instance.unplaceable", "instance.recovery_failed",
+                          "instance.host_failed"})
 T = TypeVar("T")
 Levels = tuple[tuple[str, ...], ...]
 
