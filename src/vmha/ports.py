@@ -444,6 +444,17 @@ class Scheduling(Protocol):
         ...
 
 
+@runtime_checkable
+class AppChecked(Protocol):
+    """A cloud whose `instance_state` reads RUNNING for some instances only
+    once their application answers (libvirt: the spec's `health_url`). The
+    verify step says so (vmha.domain.timeline: the app_answering phase)."""
+
+    def checks_app(self, instance: Instance) -> bool:
+        """Does `instance_state` wait for this instance's application?"""
+        ...
+
+
 @dataclass(frozen=True)
 class GuestResult:
     """What a command run inside a guest did (its guest agent's answer)."""

@@ -21,6 +21,7 @@ from vmha.domain.model import (
     StepState,
     SubjectKind,
 )
+from vmha.domain.timeline import APP_ANSWERS
 from vmha.ports import Store
 from vmha.web import install
 from vmha.web.sessions import COOKIE
@@ -145,18 +146,25 @@ def test_job_timeline_from_the_recorded_steps(web: FastAPI, store: Store) -> Non
     done = StepState.DONE
     steps = (JobStep("fence:0:ipmi:off", done, t0 + 4, t0 + 5),
              JobStep("fence:0:ipmi:confirm", done, t0 + 5, t0 + 5.5),
+             JobStep("disable_compute", done, t0 + 5.5, t0 + 5.75),
              JobStep("evacuate:a1@h2#1", done, t0 + 6, t0 + 7),
-             JobStep("verify:a1@h2#1", done, t0 + 7, t0 + 12))
+             JobStep("evacuate:a2@h3#1", done, t0 + 6, t0 + 7.5),
+             JobStep("verify:a1@h2#1", done, t0 + 7, t0 + 12, f"running on h2; {APP_ANSWERS}"),
+             JobStep("verify:a2@h3#1", done, t0 + 7.5, t0 + 9.5, "running on h3"))
     store.create_job(Job(id="j1", kind=JobKind.HOST_RECOVERY, subject="h1", state=JobState.DONE,
                          steps=steps, created_at=t0 + 3.5, updated_at=t0 + 12,
                          reason="recovering 1 instances of failed host h1",
                          data=HostRecoveryData("h1", last_seen=t0, instances={
                              "a1": Move(MoveState.DONE, "h2")})))
     page = browser(web, "viewer").get("/ui/jobs/j1").text
-    for phase, took in (("detect", "3.5 s"), ("fence", "1.5 s"), ("dispatch", "1.0 s"),
-                        ("verify", "5.0 s")):
+    for phase, label, took in (("detect", "detect", "3.5 s"), ("fence", "fence", "1.5 s"),
+                               ("force_down", "force-down", "0.2 s"),
+                               ("dispatch", "dispatch", "1.5 s"),
+                               ("running", "running", "2.0 s"),
+                               ("app_answering", "app answering", "5.0 s")):
         row = page.split(f'data-phase="{phase}"')[1].split("</tr>")[0]
-        assert took in row, (phase, row)
+        assert f">{label}</th>" in row and took in row, (phase, row)
+    assert page.count("data-phase=") == 6
     assert "12.0 s from the last heartbeat" in page
     assert 'href="/ui/jobs/j1"' in browser(web, "viewer").get("/").text
 

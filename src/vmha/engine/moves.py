@@ -14,7 +14,9 @@ action (vmha.engine.actions), so both get the same safety handling:
   wanted) on the target (`verify`); a target that fails meanwhile hands
   the instance to its own recovery, and a start given up on is undone on
   the target (stopped), or left to that target's recovery when it cannot
-  confirm the stop (`undo`);
+  confirm the stop (`undo`); when the cloud's "running" waited for the
+  application (`AppChecked`), the step's detail says so (the timeline's
+  app_answering phase);
 - every call that changes the cloud goes through the engine's cloud, which
   for a leader checks its lease first (vmha.controller.authority).
 
@@ -34,10 +36,11 @@ from vmha.domain import planner
 from vmha.domain.errors import VmhaError
 from vmha.domain.model import HostState, Instance, InstanceState, RecoveryMethod
 from vmha.domain.policy import HAPolicy
+from vmha.domain.timeline import APP_ANSWERS
 from vmha.engine.detection import HostMonitor
 from vmha.engine.settings import ControllerSettings
 from vmha.engine.state import Cluster
-from vmha.ports import Clock, Cloud, Scheduling
+from vmha.ports import AppChecked, Clock, Cloud, Scheduling
 
 T = TypeVar("T")
 
@@ -177,7 +180,10 @@ class Mover:
         """It runs (or is stopped) as wanted; a move left to the cloud's
         scheduler also says where it landed."""
         if target != planner.SCHEDULER or not isinstance(self.cloud, Scheduling):
-            return Step(True, f"{state.value} on {target}")
+            answering = (state is InstanceState.RUNNING and isinstance(self.cloud, AppChecked)
+                         and self.cloud.checks_app(inst))
+            return Step(True, f"{state.value} on {target}"
+                              + (f"; {APP_ANSWERS}" if answering else ""))
         try:
             host = await self._bounded(self.cloud.placed_on(inst), self.settings.verify_timeout_s)
         except (VmhaError, TimeoutError):

@@ -20,7 +20,7 @@ from vmha.api.context import Liveness
 from vmha.api.inventory import pause_reasons, read_inventory
 from vmha.domain.model import Event, Instance, Job, JobKind
 from vmha.domain.policy import HAPolicy
-from vmha.domain.timeline import timeline
+from vmha.domain.timeline import LABELS, timeline
 from vmha.domain.whatif import policy_for
 from vmha.errors import NotFound
 from vmha.ports import EventQuery, ListQuery, Store, list_all
@@ -164,7 +164,8 @@ def feed(store: Store, who: Who, types: tuple[str, ...], subject: str | None,
 def job_view(job: Job) -> dict[str, Any]:
     tl = timeline(job)
     span = max([(p.end or job.updated_at) - tl.origin for p in tl.phases] + [0.001])
-    phases = [{"name": p.name, "offset": p.start - tl.origin, "duration_s": p.duration_s,
+    phases = [{"name": p.name, "label": LABELS.get(p.name, p.name),
+               "offset": p.start - tl.origin, "duration_s": p.duration_s,
                "x": 100 * (p.start - tl.origin) / span,
                "w": max(0.5, 100 * ((p.end or job.updated_at) - p.start) / span)}
               for p in tl.phases]

@@ -17,10 +17,11 @@ the device inert and vmha reacts to the event instead.
 
 `instance_state` says `running` only when the domain runs and, when the
 spec has a `health_url`, the application answers it; a booting guest reads
-as `building`. Escalation steps inside the guest (GuestControl) go to the
-agent too: `exec:` through `POST /v1/domains/{uuid}/exec` (the QEMU guest
-agent), `reboot` as the domain action. Host enable/disable are no-ops: vmha's own planner is the
-scheduler and reads host states directly.
+as `building` (`checks_app` says which instances: vmha.ports.AppChecked).
+Escalation steps inside the guest (GuestControl) go to the agent too:
+`exec:` through `POST /v1/domains/{uuid}/exec` (the QEMU guest agent),
+`reboot` as the domain action. Host enable/disable are no-ops: vmha's own
+planner is the scheduler and reads host states directly.
 
 Called by the engine (recovery jobs, restarts) through the port; it must
 not decide anything.
@@ -164,6 +165,10 @@ class LibvirtCloud:
         if state is InstanceState.RUNNING and url and not await self._app_answers(url):
             return InstanceState.BUILDING
         return state
+
+    def checks_app(self, instance: Instance) -> bool:
+        """`instance_state` waits for the application (vmha.ports.AppChecked)."""
+        return bool(instance.spec is not None and instance.spec.health_url)
 
     async def disable_host(self, host: str, reason: str) -> None:
         log.debug("libvirt: %s out of scheduling (%s); vmha's planner reads host states", host,
