@@ -65,6 +65,14 @@ def running_engine(store: Store, clock: StepClock) -> Iterator[Inbox]:
     """A real Engine (fake cloud, no fencers, no peers) on its own event loop
     in a thread, behind an Inbox: what `vmha serve` runs beside the API, for
     the routes that send it commands (maintenance, fencing, actions)."""
+    with engine_thread(store, clock) as (_, _, inbox):
+        yield inbox
+
+
+@contextlib.contextmanager
+def engine_thread(store: Store, clock: StepClock,
+                  ) -> Iterator[tuple[Engine, asyncio.AbstractEventLoop, Inbox]]:
+    """`running_engine`, also giving the engine and its loop."""
     inbox = Inbox()
     engine = Engine(ControllerSettings(), store, EngineClock(clock), SequentialIds("job"), {},
                     FakeCloud(), FakePeerProber(), inbox=inbox)
@@ -81,7 +89,7 @@ def running_engine(store: Store, clock: StepClock) -> Iterator[Inbox]:
     thread.start()
     started.wait(30)
     try:
-        yield inbox
+        yield engine, loop, inbox
     finally:
         asyncio.run_coroutine_threadsafe(engine.stop(), loop).result(30)
         thread.join(30)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import Request
 
@@ -18,8 +18,9 @@ from vmha.api.auth import TokenTable
 from vmha.config import Settings
 from vmha.controller.inbox import NOT_RUNNING, Inbox
 from vmha.domain.commands import Command
+from vmha.domain.model import Host
 from vmha.errors import NotFound, TemporaryError, ValidationError
-from vmha.ports import Bus, Clock, IdGen, Store
+from vmha.ports import Bus, Clock, IdGen, ListQuery, Page, Store
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,20 @@ class Liveness:
 
     heartbeat_age_s: float | None  # None: never heard since the controller started
     phi: float
+
+
+class HostView(Protocol):
+    """The running engine's hosts, for the API's host reads
+    (vmha.controller.hostview): a page in O(page size), no store query.
+    None from `page`/`get`: read the store instead (no engine here leads,
+    or it has not read its hosts yet)."""
+
+    def page(self, query: ListQuery) -> Page[Host] | None: ...
+
+    def get(self, name: str) -> Host | None: ...
+
+    def written(self, names: Sequence[str]) -> None:
+        """The API wrote (or deleted) these hosts: the view shows it from now on."""
 
 
 @dataclass
@@ -53,6 +68,7 @@ class AppContext:
     on_registered: Callable[[Sequence[tuple[str, str]]], None] | None = None
     # the controllers' group and this one's part in it (GET /v1/controllers)
     controllers: Callable[[], Mapping[str, Any]] | None = None
+    hosts: HostView | None = None  # host reads from the engine's cache (else the store)
 
     async def ask(self, command: Command) -> Any:
         """Hand `command` to the running engine and return its answer; 503
@@ -63,6 +79,21 @@ class AppContext:
 
     def liveness_of(self, host: str) -> Liveness | None:
         return None if self.liveness is None else self.liveness(host)
+
+    def host_page(self, query: ListQuery) -> Page[Host]:
+        """A page of hosts: the engine's view when there is one, else the store's."""
+        page = self.hosts.page(query) if self.hosts is not None else None
+        return page if page is not None else self.store.list_hosts(query)
+
+    def host(self, name: str) -> Host:
+        """Host `name` (NotFound if none): the engine's copy, else the store's."""
+        found = self.hosts.get(name) if self.hosts is not None else None
+        return found if found is not None else self.store.get_host(name)
+
+    def hosts_written(self, *names: str) -> None:
+        """The API wrote these hosts: host reads show it from now on."""
+        if self.hosts is not None:
+            self.hosts.written(names)
 
 
 def context(request: Request) -> AppContext:

@@ -65,6 +65,7 @@ from vmha.api.routes.stream import close_streams
 from vmha.config import EventsConfig, Settings, controller_settings
 from vmha.controller.authority import Authority, guarded
 from vmha.controller.fencers import build_fencers
+from vmha.controller.hostview import EngineHostView
 from vmha.controller.inbox import Inbox
 from vmha.controller.leadership import Leadership
 from vmha.controller.openstack import InventorySync, build_openstack
@@ -259,6 +260,10 @@ class Service:
         app.state.vmha.controller_status = self.controller_status
         app.state.vmha.on_registered = self.secrets.learn
         app.state.vmha.controllers = self.controllers
+        # host pages from the leading engine's cache (a follower's: the store)
+        self.host_view = EngineHostView(
+            store, lambda: self.engine.cluster if self.leadership.leading else None)
+        app.state.vmha.hosts = self.host_view
         app.add_middleware(LeaderForward, target=self.forward_target)
 
     def _new_engine(self, store: Store, authority: Authority | None = None) -> Engine:
@@ -506,6 +511,7 @@ class Service:
     @asynccontextmanager
     async def lifespan(self, _app: FastAPI) -> AsyncIterator[None]:
         self.bus.bind(asyncio.get_running_loop())
+        self.host_view.loop = asyncio.get_running_loop()
         tasks = [asyncio.create_task(self.secrets.run(), name="agent-secrets")]
         self._start_intake()
         self.leadership.join(self._announce())

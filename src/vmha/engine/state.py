@@ -52,6 +52,7 @@ from vmha.domain.errors import NotFound, StaleWrite, TemporaryError, VmhaError
 from vmha.domain.model import Event, Host, HostState, Instance, Segment
 from vmha.domain.policy import DEFAULT_POLICY, HAPolicy
 from vmha.domain.transitions import transition_host
+from vmha.engine.hostindex import HostIndex
 from vmha.ports import AsyncStore, ListQuery, Page, Store, list_all
 
 log = logging.getLogger("vmha.engine")
@@ -95,6 +96,8 @@ class Cluster:
         self.io = io if io is not None else async_view(store)
         self.segments: dict[str, Segment] = {}
         self.hosts: dict[str, Host] = {}
+        # the same hosts, ordered for the API's pages (kept in step below)
+        self.index = HostIndex()
         # Hosts with a registered agent: the only ones the detector watches
         # (a host without an agent sends no heartbeats to miss).
         self.monitored: frozenset[str] = frozenset()
@@ -144,6 +147,8 @@ class Cluster:
             hosts = {name: h for name, h in self.hosts.items() if name not in gone}
             hosts.update((h.name, h) for h in newer)
             self.hosts = hosts
+        self.index.apply(newer, gone)
+        self.index.ready = True
         if segments != self.segments or gone or newer or monitored != self.monitored:
             self.version += 1
         if segments != self.segments:
@@ -182,19 +187,44 @@ class Cluster:
                 self._reload_host(name)
                 continue
             except NotFound:
-                self.hosts.pop(name, None)
+                self._forget(name)
                 self.version += 1
                 return None
-            self.hosts[name] = stored
+            self._keep(stored)
             self.version += 1
             return stored
         raise StaleWrite("host", name, self.hosts[name].version, -1)
 
     def _reload_host(self, name: str) -> None:
         try:
-            self.hosts[name] = self.store.get_host(name)
+            self._keep(self.store.get_host(name))
         except NotFound:
-            self.hosts.pop(name, None)
+            self._forget(name)
+        self.version += 1
+
+    def _keep(self, host: Host) -> None:
+        """The cached copy of a host is now `host` (and so in the index)."""
+        self.hosts[host.name] = host
+        self.index.put(host)
+
+    def _forget(self, name: str) -> None:
+        self.hosts.pop(name, None)
+        self.index.drop(name)
+
+    def learn(self, hosts: Sequence[Host], gone: Sequence[str]) -> None:
+        """The API wrote these hosts (`gone`: deleted them): merged at once,
+        as the next catch-up would (a copy the cache holds as new is kept),
+        so the API's host pages show its own writes. The host map is
+        replaced only when hosts came or went (the detector follows that)."""
+        dropped = {n for n in gone if n in self.hosts}
+        newer = [h for h in hosts
+                 if h.name not in self.hosts or self.hosts[h.name].version < h.version]
+        if not dropped and not newer:
+            return
+        if dropped or any(h.name not in self.hosts for h in newer):
+            self.hosts = {n: h for n, h in self.hosts.items() if n not in dropped}
+        self.hosts.update((h.name, h) for h in newer)
+        self.index.apply(newer, dropped)
         self.version += 1
 
     def move_host(
@@ -235,7 +265,7 @@ class Cluster:
         if wanted is None:
             return current
         new, events = wanted
-        self.hosts[name] = new
+        self._keep(new)
         self.version += 1
         self._queue.append(_Pending(name, change, new, list(events)))
         self._queued[name] = self._queued.get(name, 0) + 1
@@ -367,7 +397,7 @@ class Cluster:
                   and e.name == name] if name in self._queued else []
         self.version += 1
         if stored is None:
-            self.hosts.pop(name, None)
+            self._forget(name)
             if queued:
                 self._queue = [e for e in self._queue if not (isinstance(e, _Pending)
                                                               and e.name == name)]
@@ -380,7 +410,7 @@ class Cluster:
         for p in queued:
             p.host, p.events = _reapply(current, [p])
             current = p.host
-        self.hosts[name] = current
+        self._keep(current)
 
     def _dropped(self, run: Sequence[object], exc: Exception) -> None:
         """Not written and not to be retried (e.g. NotLeader): the cached
@@ -393,7 +423,7 @@ class Cluster:
         for name in names:
             host = self.hosts.get(name)
             if host is not None:
-                self.hosts[name] = replace(host, version=-1)  # differs from any stored
+                self._keep(replace(host, version=-1))  # differs from any stored
         self.version += 1
 
     def change_instance(self, instance_id: str, change: InstanceChange) -> Instance | None:

@@ -90,6 +90,7 @@ def register(
             version=body.version, boot_id=body.boot_id, registered_at=ctx.clock.now(),
         )
     ctx.store.save_agent(record)
+    ctx.hosts_written(body.host)
     if ctx.on_registered is not None:
         ctx.on_registered([(body.host, secret)])
     response.status_code = 201 if created else 200
@@ -132,6 +133,7 @@ def register_batch(
         at = next((i for i, item in enumerate(body.agents) if item.segment == exc.key), 0)
         raise ValidationError(f"body.agents.{at}.segment",
                               f"{exc.detail}; create it first or name another") from exc
+    ctx.hosts_written(*(r.agent.host for r in done))
     if ctx.on_registered is not None:
         ctx.on_registered([(r.agent.host, r.agent.secret) for r in done])
     return AgentsRegistered(agents=[

@@ -64,7 +64,7 @@ def list_hosts(
     # GIL with the engine (the response model still documents the page).
     filters = {"segment": segment, "state": None if state is None else state.value}
     with list_errors():
-        result = ctx.store.list_hosts(page.query(filters))
+        result = ctx.host_page(page.query(filters))
     items = [HostOut.plain(h, ctx.liveness_of(h.name)) for h in result.items]
     body = json.dumps({"items": items, "next_marker": result.next_marker},
                       ensure_ascii=False, allow_nan=False, separators=(",", ":"))
@@ -80,13 +80,14 @@ def create_host(
         host = body.to_domain()
     with references(segment="segment"):
         created = ctx.store.create_host(replace(host, state_since=ctx.clock.now()))
+    ctx.hosts_written(created.name)
     response.headers["Location"] = location("hosts", created.name)
     return HostOut.of(created)
 
 
 @router.get("/{name}", response_model=HostOut)
 def get_host(name: str, ctx: AppContext = Depends(context), _: Principal = READ) -> HostOut:
-    return HostOut.of(ctx.store.get_host(name), ctx.liveness_of(name))
+    return HostOut.of(ctx.host(name), ctx.liveness_of(name))
 
 
 @router.patch("/{name}", response_model=HostOut)
@@ -99,12 +100,14 @@ def update_host(
 
     with references(segment="segment"):
         updated = rewrite(lambda: ctx.store.get_host(name), change, ctx.store.update_host)
+    ctx.hosts_written(name)
     return HostOut.of(updated, ctx.liveness_of(name))
 
 
 @router.delete("/{name}", status_code=204)
 def delete_host(name: str, ctx: AppContext = Depends(context), _: Principal = WRITE) -> Response:
     ctx.store.delete_host(name)
+    ctx.hosts_written(name)
     return Response(status_code=204)
 
 
