@@ -52,11 +52,12 @@ leader's share silent: it never hears it).
 
 Usage: .venv/bin/python bench/controller_scale.py --hosts 1000,3000,5000,10000
        .venv/bin/python bench/controller_scale.py --controllers 3 --send all --hosts 30000
-The figures before issue 18 (label `before`): the controller of commit
-82ebb76, run from an export of its tree, its agents written into its store
-before it starts (it has no bulk registration; one request per agent took
-8 minutes at 3,000 hosts):
-    git archive 82ebb76 src | tar -x -C /tmp/before
+The figures before issue 18 (label `before`) were measured on the code
+before the issue-18 work (then commit 82ebb76; in main's squashed history
+the last commit before that work is a82db06), run from an export of its
+tree, its agents written into its store before it starts (it has no bulk
+registration; one request per agent took 8 minutes at 3,000 hosts):
+    git archive a82db06 src | tar -x -C /tmp/before
     .venv/bin/python bench/controller_scale.py --label before --source /tmp/before/src \
         --register store
 """
