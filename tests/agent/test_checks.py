@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
 
 import pytest
 
-from vmha.agent.checks import http_check, tcp_check
+from vmha.agent.checks import Poller, http_check, http_target, start_http, start_tcp, tcp_check
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -124,3 +125,49 @@ def test_an_answer_in_pieces_is_read_until_the_body_decides(host: str) -> None:
         "HTTP 200 without 'fine' in its body")
     assert asyncio.run(serving(silent, lambda p: http_check(url.format(p), 0.2))) == (
         "no answer within 0.2 s")
+
+
+def test_many_checks_on_one_poller_each_get_their_own_verdict_and_deadline() -> None:
+    """One Poller carries checks of different kinds and timeouts at once: a
+    later check with an earlier deadline still times out on time, the
+    answering ones are not held up by the hung ones, and `close()` ends
+    what is still in flight without a verdict (its socket closed)."""
+    async def main() -> tuple[dict[str, tuple[str | None, float]], list[str], int]:
+        ok = await asyncio.start_server(answering("200 OK", b"ok"), "127.0.0.1", 0)
+        hung = await asyncio.start_server(silent, "127.0.0.1", 0)
+        ok_port, hung_port = (s.sockets[0].getsockname()[1] for s in (ok, hung))
+        poller, t0 = Poller(), time.monotonic()
+        verdicts: dict[str, tuple[str | None, float]] = {}
+        late: list[str] = []
+
+        def record(name: str) -> Callable[[str | None], None]:
+            return lambda v: verdicts.setdefault(name, (v, time.monotonic() - t0))
+
+        start_http(http_target(f"http://127.0.0.1:{hung_port}/"), 4.0, "", record("hung-4"),
+                   poller)
+        start_http(http_target(f"http://127.0.0.1:{hung_port}/"), 0.5, "", record("hung-0.5"),
+                   poller)
+        start_http(http_target(f"http://127.0.0.1:{ok_port}/"), 1.0, "ok", record("ok"), poller)
+        start_tcp("127.0.0.1", ok_port, 1.0, record("tcp"), poller)
+        start_tcp("127.0.0.1", free_port(), 1.0, record("refused"), poller)
+        while len(verdicts) < 5:
+            await asyncio.sleep(0.1)
+        kept = start_http(http_target(f"http://127.0.0.1:{hung_port}/"), 5.0, "",
+                          late.append, poller)
+        await asyncio.sleep(0.1)
+        fds = len(os.listdir("/proc/self/fd"))
+        poller.close()
+        await asyncio.sleep(0.1)
+        assert kept is not None
+        for server in (ok, hung):
+            server.close()
+        return verdicts, late, fds - len(os.listdir("/proc/self/fd"))
+
+    verdicts, late, closed = asyncio.run(main())
+    assert {k: v for k, (v, _) in verdicts.items()} == {
+        "hung-4": "no answer within 4 s", "hung-0.5": "no answer within 0.5 s",
+        "ok": None, "tcp": None, "refused": "connection refused"}
+    # each on its own deadline: the later check's earlier one re-armed the timer
+    assert 0.45 < verdicts["hung-0.5"][1] < 3.5 < 3.95 < verdicts["hung-4"][1]
+    assert late == []  # closed: no verdict
+    assert closed >= 2  # the kept check's socket and the poller's epoll

@@ -58,3 +58,37 @@ def test_cancel_stops_an_entry_and_an_earlier_entry_wakes_the_wheel() -> None:
     run_virtual(main(), start=100.0)
     assert ("early", 101.5) in fired and ("early", 102.5) in fired
     assert ("late", 109.0) in fired and ("late", 119.0) not in fired
+
+
+def test_a_wake_up_fires_what_is_due_within_its_batch_but_never_late_nor_too_early() -> None:
+    """Entries due within BATCH_S of a wake-up fire with it (one wake-up for
+    several checks), each still on its own grid; a short interval's entry
+    is never fired more than a tenth of it early, and nothing fires late."""
+    clock = VirtualClock()
+    fired: list[tuple[str, float]] = []
+
+    def fire(name: str):
+        def run(entry: Entry) -> None:
+            fired.append((name, round(clock.now(), 6)))
+            entry.finished()
+        return run
+
+    async def main() -> None:
+        wheel = Wheel(clock)
+        wheel.add(1.0, 100.00, fire("a"))
+        wheel.add(1.0, 100.04, fire("b"))  # within BATCH_S of a: fires with it
+        wheel.add(0.2, 100.03, fire("short"))  # may be 0.02 s early only: its own wake-up
+        wheel.add(1.0, 100.30, fire("c"))  # beyond BATCH_S: its own wake-up
+        await asyncio.sleep(2.1)
+        await wheel.close()
+
+    run_virtual(main(), start=100.0)
+    times = {name: [t for n, t in fired if n == name] for name in ("a", "b", "short", "c")}
+    assert times["a"] == [100.0, 101.0, 102.0]
+    assert times["b"] == [100.0, 101.0, 102.0]  # 0.04 s early, on its 100.04 + k grid
+    assert times["c"] == [100.3, 101.3]
+    assert times["short"][0] == 100.03
+    slots = [100.03 + 0.2 * k for k in range(len(times["short"]))]
+    assert len(times["short"]) == 11
+    for got, slot in zip(times["short"], slots, strict=True):
+        assert slot - 0.02 - 1e-9 <= got <= slot + 1e-9

@@ -5,9 +5,10 @@
 heartbeat is an entry of one `Wheel` (one sleeping task for all of them),
 on its own fixed grid starting at a random phase within its interval, so
 probes spread in time, never wait for each other, and never hold the
-heartbeat loop: http/tcp checks are event-loop callbacks on a socket
-(`vmha.agent.checks`), exec probes and pings a task each on `GuestAgent`'s
-threads, with at most one check in flight per entry.
+heartbeat loop: http/tcp checks are callbacks on a socket, all on the
+prober's one `Poller` (`vmha.agent.checks`), exec probes and pings a
+task each on `GuestAgent`'s threads, with at most one check in flight
+per entry.
 
 Failures during `initial_delay_s` after a domain (re)starts are not counted
 (the guest is booting); guest-agent pings count failures only once the
@@ -34,7 +35,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from vmha.agent.checks import http_target, start_http, start_tcp
+from vmha.agent.checks import Poller, http_target, start_http, start_tcp
 from vmha.agent.domains import DomainEvent, DomainView
 from vmha.agent.guestagent import GuestAgent, NotRunning
 from vmha.agent.probes import AppHealth, PingHealth, ProbeCounts, Report, Watched
@@ -80,6 +81,7 @@ class Prober:
         self._domains: dict[str, _Domain] = {}
         self._wheel = Wheel(clock)
         self.counts = ProbeCounts()  # read by the agent's /v1/metrics
+        self._poller: Poller | None = None  # made on the loop by the first http/tcp check
         saved = load_json(state_dir, STATE_FILE)
         known = saved if isinstance(saved, dict) else {}
         self._failed: set[str] = set(known.get("app_failed", []))
@@ -126,6 +128,9 @@ class Prober:
         for task in tasks:
             task.cancel()
         await self._wheel.close()
+        if self._poller is not None:
+            self._poller.close()
+            self._poller = None
         await asyncio.gather(*tasks, return_exceptions=True)
         self._domains.clear()
 
@@ -229,12 +234,14 @@ class Prober:
             entry.finished()
             self._record(dom, probe, error)
 
+        if self._poller is None:
+            self._poller = Poller()
         if probe.kind is ProbeKind.HTTP:
             entry.running = start_http(http_target(probe.target), probe.timeout_s,
-                                       probe.expect, done)
+                                       probe.expect, done, self._poller)
         else:
             host, port = split_tcp(probe.target)
-            entry.running = start_tcp(host, port, probe.timeout_s, done)
+            entry.running = start_tcp(host, port, probe.timeout_s, done, self._poller)
 
     async def _exec_probe(self, dom: _Domain, probe: Probe) -> None:
         argv = split_command(probe.target)
