@@ -614,6 +614,11 @@ class Coordinator(Protocol):
     def resign(self) -> None:
         """Give up leadership and membership at once (a clean stop)."""
         ...
+    def abstain(self, yes: bool) -> None:
+        """From the next round on, do not stand for leader (and give the
+        leader key up if this controller holds it), or stand again; the
+        lease and the membership stay (vmha.domain.handover)."""
+        ...
 
 
 # -- reading helpers over the ports (what every reader of the store needs) ------

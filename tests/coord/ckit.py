@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scale"))
 from live_server import free_low_port
 from loadkit import free_udp_port
 
+LEASE_S = 2.0  # the tests' groups (tests/coord/conftest.py `controllers`)
 TAKEN: set[int] = set()  # ports handed out in this process (not bound yet)
 
 
@@ -132,6 +133,22 @@ class ControllerGroup:
 
     def by_name(self, name: str) -> Controller:
         return next(c for c in self.controllers if c.name == name)
+
+    def with_agents(self, hosts: list[str]) -> tuple[Controller, dict[str, bytes]]:
+        """Once one leads and every controller is a member: segment s1 made
+        through the leader, an agent per host registered through a follower
+        (forwarded); the leader and the agents' heartbeat secrets."""
+        leader = wait_for(self.leader, 10, "no controller leads")
+        names = [c.name for c in self.controllers]
+        wait_for(lambda: all([m["name"] for m in (c.group() or {}).get("members", [])] == names
+                             for c in self.controllers), 10, "not every controller joined")
+        follower = next(c for c in self.controllers if c is not leader)
+        assert leader.post("/v1/segments", {"name": "s1"}).status_code == 201
+        agents = [{"host": h, "segment": "s1", "address": "127.0.0.1", "version": "test"}
+                  for h in hosts]
+        made = follower.post("/v1/agents/register-batch", {"agents": agents})
+        assert made.status_code in (200, 201), made.text
+        return leader, {a["host"]: a["secret"].encode() for a in made.json()["agents"]}
 
     def leader(self, among: list[Controller] | None = None) -> Controller | None:
         """The controller that says it leads (epoch > 0), asked directly."""

@@ -11,35 +11,10 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-from ckit import ControllerGroup, wait_for
-
-from tiers import require_tier
-from vmha.adapters.store.testing import pg_admin_url, temporary_pg_database
-from vmha.domain.errors import StoreUnavailable
-from vmha.lab.etcd import EtcdCluster
-
-LEASE_S = 2.0
-
-
-@pytest.fixture
-def controllers(etcd: EtcdCluster, tmp_path: Path) -> Iterator[ControllerGroup]:
-    try:
-        with temporary_pg_database(pg_admin_url()) as pg_url:
-            group = ControllerGroup(tmp_path, f"{etcd.url}/controllers-{tmp_path.name}",
-                                    pg_url, 3, lease_s=LEASE_S)
-            try:
-                group.start()
-                yield group
-            finally:
-                group.stop()
-    except StoreUnavailable as exc:
-        require_tier("postgres", f"no PostgreSQL (scripts/ensure-postgres.sh): {exc.detail}")
+from ckit import LEASE_S, ControllerGroup, wait_for
 
 
 def test_one_leader_any_controller_takes_calls_and_leaders_are_replaced(

@@ -155,3 +155,28 @@ def test_the_local_coordinator_always_leads_alone() -> None:
     assert view.valid_until > time.monotonic() + 1e6
     coord.resign()
     assert not coord.step().leading
+
+
+def test_an_abstaining_leader_gives_the_key_up_and_another_leads(etcd: EtcdCluster) -> None:
+    """A leader that hands over (vmha.domain.handover) deletes the leader
+    key at its next round, keeps its lease and membership, and does not
+    stand again while it abstains; the next controller's round wins."""
+    coords = group(etcd, "abstain", 2)
+    for c in coords:
+        c.step()
+    assert coords[0].step().leading
+    coords[0].abstain(True)
+    given = coords[0].step()
+    assert not given.leading and given.leader is None
+    assert [m.name for m in given.members] == ["controller1", "controller2"]
+    assert not coords[0].step().leading  # the key is free, it does not take it back
+    taken = coords[1].step()
+    assert taken.leading and taken.leader == "controller2"
+    assert coords[0].step().leader == "controller2"
+    coords[0].abstain(False)  # standing again does not take it from a leader
+    assert coords[0].step().leader == "controller2"
+    coords[1].abstain(True)
+    assert coords[1].step().leader is None
+    assert coords[0].step().leading
+    for c in coords:
+        c.resign()

@@ -14,40 +14,18 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from ckit import ControllerGroup, wait_for
 
-from tiers import require_tier
-from vmha.adapters.store.testing import pg_admin_url, temporary_pg_database
-from vmha.domain.errors import StoreUnavailable
 from vmha.domain.ring import Ring
-from vmha.lab.etcd import EtcdCluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scale"))
 from loadkit import Load, start_senders
 
-LEASE_S = 2.0
 NAMES = ["controller1", "controller2", "controller3"]
 HOSTS = [f"shard{i:02d}" for i in range(24)]
-
-
-@pytest.fixture
-def controllers(etcd: EtcdCluster, tmp_path: Path) -> Iterator[ControllerGroup]:
-    try:
-        with temporary_pg_database(pg_admin_url()) as pg_url:
-            group = ControllerGroup(tmp_path, f"{etcd.url}/shard-{tmp_path.name}", pg_url, 3,
-                                    lease_s=LEASE_S)
-            try:
-                group.start()
-                yield group
-            finally:
-                group.stop()
-    except StoreUnavailable as exc:
-        require_tier("postgres", f"no PostgreSQL (scripts/ensure-postgres.sh): {exc.detail}")
 
 
 def suspected(controller: Any) -> list[dict[str, Any]]:
@@ -58,17 +36,8 @@ def suspected(controller: Any) -> list[dict[str, Any]]:
 
 def test_each_controller_judges_its_share_and_the_leader_acts_on_their_reports(
         controllers: ControllerGroup) -> None:
-    leader = wait_for(controllers.leader, 10, "no controller leads")
-    wait_for(lambda: all((c.group() or {}).get("members") and
-                         [m["name"] for m in c.group()["members"]] == NAMES
-                         for c in controllers.controllers), 10, "all three joined")
+    leader, secrets = controllers.with_agents(HOSTS)
     followers = [c for c in controllers.controllers if c is not leader]
-    assert leader.post("/v1/segments", {"name": "s1"}).status_code == 201
-    agents = [{"host": h, "segment": "s1", "address": "127.0.0.1", "version": "test"}
-              for h in HOSTS]
-    made = followers[0].post("/v1/agents/register-batch", {"agents": agents})
-    assert made.status_code in (200, 201), made.text
-    secrets = {a["host"]: a["secret"].encode() for a in made.json()["agents"]}
 
     ring = Ring(NAMES)
     owner, other = followers[0], followers[1]

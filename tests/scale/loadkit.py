@@ -74,6 +74,9 @@ class SenderSpec:
     # (target, *more_targets)), to that one only (agents sending to their owner).
     more_targets: tuple[tuple[str, int], ...] = ()
     route: Mapping[str, int] | None = None
+    # a multiprocessing Array with a flag per target of (target, *more_targets):
+    # a target whose flag is set gets nothing (a controller made deaf)
+    muted: Any = None
 
 
 @dataclass
@@ -130,6 +133,8 @@ def _send_one(sock: socket.socket, spec: SenderSpec, host: tuple[str, bytes, flo
     targets = (spec.target, *spec.more_targets)
     if spec.route is not None:
         targets = (targets[spec.route[name]],)
+    elif spec.muted is not None:
+        targets = tuple(t for i, t in enumerate(targets) if not spec.muted[i])
     failed = 0
     for target in targets:
         try:
@@ -491,6 +496,7 @@ class Load:
     silenced: frozenset[str] = field(default_factory=frozenset)
     more_targets: tuple[tuple[str, int], ...] = ()  # see SenderSpec
     route: Mapping[str, int] | None = None
+    muted: Any = None  # see SenderSpec
 
 
 def start_senders(load: Load, target: tuple[str, int],
@@ -506,7 +512,7 @@ def start_senders(load: Load, target: tuple[str, int],
             index=k, address=address, port=free_udp_port(address), target=target,
             hosts=share, start_at=load.start_at, stop_at=load.window[1], window=load.window,
             interval_s=load.interval_s, silence_at=load.silence_at, silenced=load.silenced,
-            more_targets=load.more_targets,
+            more_targets=load.more_targets, muted=load.muted,
             route=None if load.route is None else {h[0]: load.route[h[0]] for h in share})
         reader, writer = ctx.Pipe(duplex=False)
         proc = ctx.Process(target=run_sender, args=(spec, writer), daemon=True)

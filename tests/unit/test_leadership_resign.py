@@ -50,3 +50,43 @@ def test_a_round_after_resigning_starts_no_new_term() -> None:
 
     lead = asyncio.run(scenario())
     assert not lead.leading and terms == [1] and deposed == [1]
+
+
+class Abstaining(SlowToResign):
+    """Leads until it abstains; its rounds may still say "leading" a while."""
+
+    def __init__(self) -> None:
+        self.abstained: list[bool] = []
+
+    def abstain(self, yes: bool) -> None:
+        self.abstained.append(yes)
+
+
+def test_a_leader_that_hands_over_starts_no_new_term_until_it_stands_again() -> None:
+    """A deaf leader hands over (vmha.domain.handover): it stops acting at
+    once, asks the coordinator to give the key up, and a round answered
+    before that (still "leading") starts no term; once it stands again, a
+    round that says it leads does."""
+    terms: list[int] = []
+    coord = Abstaining()
+
+    async def elected(epoch: int) -> None:
+        terms.append(epoch)
+
+    async def gone() -> None: ...
+
+    async def scenario() -> Leadership:
+        lead = Leadership(coord, FakeStore(), SystemClock(), 0.01, elected, gone)
+        await lead._round()
+        await lead.hand_over("it hears 0 of 3 hosts while c2 hears 3 of 3 hosts")
+        assert not lead.leading and coord.abstained == [True]
+        for _ in range(3):
+            await lead._round()
+        assert terms == [1]
+        lead.abstain(True, "still deaf")  # no change, no call
+        lead.abstain(False, "c1 hears 3 of 3 hosts")
+        await lead._round()
+        return lead
+
+    lead = asyncio.run(scenario())
+    assert lead.leading and len(terms) == 2 and coord.abstained == [True, False]

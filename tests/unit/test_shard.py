@@ -9,6 +9,7 @@ import asyncio
 from engine_harness import World
 
 from vmha.domain.detector import DetectorConfig
+from vmha.domain.handover import Hearing
 from vmha.domain.ring import Ring
 from vmha.engine.shard import (
     MAX_REPORTED,
@@ -248,3 +249,51 @@ def test_a_report_that_stops_moving_is_not_used() -> None:
     assert view.take_changes()[1] is True  # its hosts are looked at again
     view.update(MEMBERS, {"c2": ShardReport(MEMBERS, 6, {}, seq=2)}, 102.0 + STALE_S)
     assert view.verdict(theirs) is False
+
+
+def test_a_report_carries_how_many_hosts_its_author_hears() -> None:
+    report = ShardReport(MEMBERS, 6, {"a": 1.5}, seq=3, hears=5, hosts=24)
+    assert ShardReport.from_json(report.to_json()) == report
+    older = '{"members":["c1"],"owned":1,"silent":{},"truncated":false,"witness_for":""}'
+    assert ShardReport.from_json(older) == ShardReport(("c1",), 1)  # hears nothing known
+
+
+def test_a_follower_counts_only_hosts_it_really_heard_lately() -> None:
+    watch = watch_for(40, ["a", "b", "c"], quiet={"b"})
+    watch.report(MEMBERS, ["a", "b", "c", "d"], 39.0)  # d never heard: a grace period
+    assert watch.hears(["a", "b", "c", "d"], 39.5) == 2  # not b (silent), not d (grace)
+    assert watch.hears(["a", "b", "c", "d"], 45.0) == 0  # its intake stopped: it hears none
+
+
+def test_the_view_gives_what_each_fresh_report_says_it_hears() -> None:
+    view = ShardView("c1")
+    members = ("c1", "c2", "c3")
+    view.update(members, {"c2": ShardReport(members, 8, hears=24, hosts=24, seq=1),
+                          "c3": ShardReport(members, 8, hears=0, hosts=24, seq=1),
+                          "c1": ShardReport(members, 8, hears=24, hosts=24, seq=1)}, 100.0)
+    assert view.hearings() == [Hearing("c2", 24, 24), Hearing("c3", 0, 24)]
+    view.update(members, {"c2": ShardReport(members, 8, hears=24, hosts=24, seq=1),
+                          "c3": ShardReport(members, 8, hears=0, hosts=24, seq=2)},
+                101.0 + STALE_S)
+    assert view.hearings() == [Hearing("c3", 0, 24)]  # c2's report stopped moving
+
+
+def test_the_leader_counts_what_it_hears_and_cannot_tell_over_its_own_drops() -> None:
+    async def main() -> World:
+        w = World()
+        w.add_cluster(HOSTS)
+        w.start()
+        await asyncio.sleep(20)
+        assert w.controller is not None
+        monitor = w.controller.monitor
+        assert monitor.hears(HOSTS, 20.0) == len(HOSTS)
+        w.silent.update(HOSTS[:4])
+        await asyncio.sleep(5)
+        assert monitor.hears(HOSTS, 25.0) == len(HOSTS) - 4
+        monitor.lost_until = 24.0  # its kernel dropped heartbeats a moment ago
+        assert monitor.hears(HOSTS, 25.0) is None
+        await w.close()
+        return w
+
+    run_virtual(main())
+

@@ -7,7 +7,9 @@ claims a new epoch in the store (the fencing token) and calls
 `store.fenced(epoch)`. When it stops being the leader it calls
 `on_deposed()` at once: a round saying so, a resignation, or — without an
 answer from etcd — the moment its lease may have run out (`valid_until`),
-even while a round is still waiting on an unreachable etcd. A controller
+even while a round is still waiting on an unreachable etcd, or when the
+service hands leadership over (`hand_over`: it hears no host while another
+controller does, vmha.domain.handover; it then `abstain`s from elections). A controller
 whose event loop or process was paused past its lease learns it from that
 deadline before anything else runs, and its engine's late writes are
 refused by the store anyway (NotLeader).
@@ -46,6 +48,7 @@ class Leadership:
         self.epoch = 0  # the store epoch of the current term (0: not leading)
         self.terms = 0
         self.stopping = False  # resigned: no new term, whatever a round says
+        self.abstaining = False  # handed over, or deaf: no new term (vmha.domain.handover)
 
     @property
     def name(self) -> str:
@@ -81,7 +84,7 @@ class Leadership:
             await asyncio.wait({step}, timeout=left)
         view = await step
         self.view, self.viewed_at = view, self._mono()
-        if view.leading and not self.leading and not self.stopping:
+        if view.leading and not self.leading and not self.stopping and not self.abstaining:
             await self._elect()
         elif not view.leading and self.leading:
             why = (f"{view.leader} leads now" if view.leader and view.healthy
@@ -108,6 +111,31 @@ class Leadership:
         epoch, self.epoch = self.epoch, 0
         log.warning("controller %s no longer leads (epoch %d): %s", self.name, epoch, why)
         await self.on_deposed()
+
+    def abstain(self, yes: bool, why: str = "") -> None:
+        """Stand for leader (`yes` False) or not, from the next round on; a
+        round answered meanwhile that says "leading" starts no term, and the
+        coordinator gives the leader key up (vmha.domain.handover)."""
+        if yes == self.abstaining:
+            return
+        self.abstaining = yes
+        self.coordinator.abstain(yes)
+        if yes:
+            log.warning("controller %s does not stand for leader: %s", self.name, why)
+        else:
+            log.info("controller %s stands for leader again%s", self.name,
+                     f": {why}" if why else "")
+
+    async def hand_over(self, why: str) -> None:
+        """Stop leading and give the leader key up (keeping the lease and
+        the membership), so that a controller that hears the hosts takes
+        over within a round; stand again only once `abstain(False)`."""
+        self.abstaining = True
+        self.coordinator.abstain(True)
+        log.warning("controller %s hands leadership over: %s; it does not stand for leader "
+                    "again while it hears (almost) no host", self.name, why)
+        if self.leading:
+            await self._depose("handed over to a controller that hears the hosts")
 
     async def resign(self) -> None:
         """A clean stop: stop leading here, then give the lease up so that

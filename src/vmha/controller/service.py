@@ -70,6 +70,7 @@ from vmha.controller.inbox import Inbox
 from vmha.controller.leadership import Leadership
 from vmha.controller.openstack import InventorySync, build_openstack
 from vmha.domain.errors import NotFound, VmhaError
+from vmha.domain.handover import Hearing, HoldDown, abstains, better
 from vmha.domain.model import Instance
 from vmha.domain.policy import HAPolicy
 from vmha.domain.ring import Ring
@@ -223,6 +224,7 @@ class Service:
         self.shard_view = ShardView(self.name)
         self.watch = ShardWatch(controller_settings(settings).detector_config())
         self.report = ShardReport()  # this controller's last verdicts, as a follower
+        self.hold_down = HoldDown()  # a leader that hears no host hands over
         self._published_at = 0.0
         self._alone = Ring([self.name])
         self._shares: tuple[object, object, dict[str, list[str]]] = (None, None, {})
@@ -297,6 +299,7 @@ class Service:
             if self.inventory is not None:
                 self.inventory.inbox = self.inbox
         self.engine = self._new_engine(self.store.fenced(epoch), self.leadership.authority)
+        self.hold_down.reset()
         self.engine_task = asyncio.create_task(self.engine.run(), name="engine")
         if self.settings.events.dispatcher:
             self.dispatcher = self._new_dispatcher()
@@ -331,11 +334,15 @@ class Service:
         while True:
             await asyncio.sleep(SHARD_TICK_S)
             try:
-                self._shard_round()
+                handover = self._shard_round()
+                if handover:
+                    await self.leadership.hand_over(handover)
             except Exception:
                 log.exception("judging this controller's share of the hosts failed")
 
-    def _shard_round(self) -> None:
+    def _shard_round(self) -> str:
+        """One tick of the share's judging; returns why this leader hands
+        leadership over now ("" it does not: vmha.domain.handover)."""
         view = self.leadership.view
         reports = {}
         for member in view.members:
@@ -347,21 +354,51 @@ class Service:
             if not self.report.same(ShardReport()):  # the engine judges now
                 self.report = ShardReport(seq=self.report.seq)
                 self.leadership.coordinator.report("")
-            return
+            return self._deaf_leader() if self.sharded else ""
+        self.hold_down.reset()
         batch = self.intake.take() if self.intake is not None else None
         if not self.sharded:
-            return
+            return ""
         now = self.clock.now()
         if batch is not None:
             self.watch.apply(batch, now)
-        ring, leader = self.shard_view.ring, view.leader
+        hosts = self.secrets.hosts()
+        hearing = Hearing(self.name, self.watch.hears(hosts, now), len(hosts))
+        others = self.shard_view.hearings()
+        if abstains(hearing, others):
+            self.leadership.abstain(True, f"{hearing}, {better(hearing, others)}")
+        else:
+            self.leadership.abstain(False, f"{hearing}" if not hearing.deaf else
+                                    "no other controller reports hearing the hosts")
+        self._publish(hearing, now)
+        return ""
+
+    def _deaf_leader(self) -> str:
+        """The leader's hold-down: why it hands over now, or ""."""
+        hosts, now = self.secrets.hosts(), self.clock.now()
+        hears = self.engine.monitor.hears(hosts, now)
+        if hears is None:  # its kernel dropped heartbeats: its load, not deafness
+            self.hold_down.reset()
+            return ""
+        decision = self.hold_down.observe(Hearing(self.name, hears, len(hosts)),
+                                          self.shard_view.hearings(), now)
+        if decision.started:
+            log.warning("controller %s leads but %s; it hands leadership over in %g s unless "
+                        "it hears them again", self.name, decision.reason,
+                        self.hold_down.hold_s)
+        return decision.reason if decision.resign else ""
+
+    def _publish(self, hearing: Hearing, now: float) -> None:
+        """This follower's verdicts on its share, and how many hosts it hears."""
+        ring, leader = self.shard_view.ring, self.leadership.view.leader
         # the first other member by name also judges the leader's share: a
         # leader cut off from the hosts then needs its word to suspect them
         witness_for = leader if leader in ring.members and \
             witness_of(ring.members, leader) == self.name else ""
         witnessed = self.shares().get(witness_for, []) if witness_for else []
-        report = self.watch.report(ring.members, self.owned_hosts(), now, witnessed,
-                                   witness_for or "")
+        report = replace(self.watch.report(ring.members, self.owned_hosts(), now, witnessed,
+                                           witness_for or ""),
+                         hears=hearing.hears, hosts=hearing.hosts)
         changed = not report.same(self.report)
         if changed or now - self._published_at >= REFRESH_S:
             if changed:

@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TypeVar
 
 from vmha.domain import guard
@@ -59,7 +59,7 @@ from vmha.domain.health import (
 )
 from vmha.domain.model import POWER_METHODS, Event, Host, HostState, Severity, SubjectKind
 from vmha.engine.settings import ControllerSettings
-from vmha.engine.shard import ShardView
+from vmha.engine.shard import HEARD_WITHIN, ShardView, count_heard
 from vmha.engine.state import Cluster
 from vmha.ports import Clock, Fencer, PeerProber, PowerState, guard_events
 
@@ -202,6 +202,17 @@ class HostMonitor:
         if last is not None and last < self.lost_until:
             at = last + max(0.0, at - self.lost_until)
         return at
+
+    def hears(self, hosts: Iterable[str], now: float) -> int | None:
+        """How many of `hosts` this controller heard within HEARD_WITHIN
+        intervals of what its intake has read (a host in its start-up grace
+        period counts): the leader's side of vmha.domain.handover. None when
+        it cannot tell: its kernel dropped heartbeats in that time (its own
+        load, not deafness)."""
+        since = min(now, self.heard_until) - HEARD_WITHIN * self.settings.heartbeat_interval_s
+        if self.lost_until > since:
+            return None
+        return count_heard(self.detectors, hosts, since, grace=True)
 
     def returned(self, host: str, now: float) -> bool:
         """Healthy heartbeats for `host_return_healthy_s`."""

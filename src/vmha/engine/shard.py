@@ -24,6 +24,10 @@ docs/controllers.md); the hash ring over the controllers' membership
   leader, or one cut short because it would be too long) the leader judges
   the host alone, as a single controller does.
 
+A report also says how many of the registered hosts its author heard
+lately (`hears` of `hosts`): a leader that hears almost none while a
+follower hears them hands leadership over (vmha.domain.handover).
+
 Fencing and recovery stay with the leader's engine. Pure logic over the
 detector and the ring; the controller (vmha.controller.service) feeds
 heartbeats, the membership and the reports in, and carries reports out.
@@ -36,6 +40,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from vmha.domain.detector import DetectorConfig, PhiDetector
+from vmha.domain.handover import Hearing
 from vmha.domain.ring import Ring
 from vmha.ports import HeartbeatBatch
 
@@ -49,6 +54,9 @@ MAX_REPORTED = 1000
 # a follower whose judging stopped must not keep saying "heard" for its share.
 REFRESH_S = 2.0
 STALE_S = 3 * REFRESH_S
+# A controller "hears" a host that it heard within this many heartbeat
+# intervals (vmha.domain.handover counts them).
+HEARD_WITHIN = 3
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,10 @@ class ShardReport:
     truncated: bool = False
     witness_for: str = ""  # the leader whose share it judged too ("" none)
     seq: int = 0  # counts the publications (see REFRESH_S)
+    # how many of the `hosts` registered hosts it heard within HEARD_WITHIN
+    # intervals (vmha.domain.handover: may a deaf leader hand over to it?)
+    hears: int = 0
+    hosts: int = 0
 
     def same(self, other: ShardReport) -> bool:
         """The same verdicts (whatever the `seq`)."""
@@ -73,7 +85,7 @@ class ShardReport:
         return json.dumps({"members": list(self.members), "owned": self.owned,
                            "silent": {h: round(t, 3) for h, t in sorted(self.silent.items())},
                            "truncated": self.truncated, "witness_for": self.witness_for,
-                           "seq": self.seq},
+                           "seq": self.seq, "hears": self.hears, "hosts": self.hosts},
                           separators=(",", ":"))
 
     @classmethod
@@ -86,7 +98,8 @@ class ShardReport:
             return cls(tuple(str(m) for m in data["members"]), int(data["owned"]),
                        {str(h): float(t) for h, t in data["silent"].items()},
                        bool(data.get("truncated", False)), str(data.get("witness_for", "")),
-                       int(data.get("seq", 0)))
+                       int(data.get("seq", 0)), int(data.get("hears", 0)),
+                       int(data.get("hosts", 0)))
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
 
@@ -95,6 +108,21 @@ def witness_of(members: Iterable[str], leader: str | None) -> str | None:
     """The member that judges the leader's share besides its own: the
     first other member by name (None: the leader is alone)."""
     return next((m for m in sorted(members) if m != leader), None) if leader else None
+
+
+def count_heard(detectors: Mapping[str, PhiDetector], hosts: Iterable[str], since: float,
+                grace: bool) -> int:
+    """How many of `hosts` were last heard at `since` or later. `grace`: a
+    host never heard but given a grace period (its detector's arrival set,
+    no heartbeat yet) counts too; without it, only real heartbeats count."""
+    count = 0
+    for host in hosts:
+        det = detectors.get(host)
+        if det is None or det.last_arrival is None or det.last_arrival < since:
+            continue
+        if grace or det.last_seq is not None:
+            count += 1
+    return count
 
 
 def judged_at(last: float | None, now: float, heard_until: float, lost_until: float) -> float:
@@ -152,6 +180,13 @@ class ShardWatch:
         if truncated:
             silent = dict(sorted(silent.items(), key=lambda kv: kv[1])[:MAX_REPORTED])
         return ShardReport(members, count, silent, truncated, witness_for)
+
+    def hears(self, hosts: Iterable[str], now: float) -> int:
+        """How many of `hosts` this follower really heard lately: arrivals
+        within HEARD_WITHIN intervals of `now` (not of what its intake has
+        read: a follower that stopped reading must not claim to hear)."""
+        since = now - HEARD_WITHIN * self.config.interval_s
+        return count_heard(self.detectors, hosts, since, grace=False)
 
     def _judge(self, host: str, now: float, silent: dict[str, float]) -> None:
         det = self.detectors.get(host)
@@ -255,6 +290,12 @@ class ShardView:
             else:
                 self._changed |= set(old.silent) ^ set(new.silent)
         self.reports = fresh
+
+    def hearings(self) -> list[Hearing]:
+        """What every other member's fresh report says it hears (reports of
+        any membership: only their counts matter here)."""
+        return [Hearing(m, r.hears, r.hosts) for m, r in sorted(self.reports.items())
+                if r.hosts > 0 and not self._stale(m)]
 
     def _stale(self, member: str) -> bool:
         return self._now - self._moved_at.get(member, -STALE_S) > STALE_S

@@ -21,7 +21,8 @@ Keys under the prefix (default `/vmha`):
 
 One round (`step`): keep the lease alive (grant a new one, and put the
 member key again, when it ran out); put the member key again if its
-report changed; stand for leader; read the members.
+report changed; stand for leader (or, abstaining, give the leader key up
+if it names us: vmha.domain.handover); read the members.
 `valid_until` is the monotonic time the keep-alive was *sent* plus the TTL
 etcd granted: etcd cannot expire the lease before that, so a leader that
 stops acting by then never overlaps the next one (which also fences it in
@@ -107,6 +108,7 @@ class EtcdCoordinator:
         self._at = 0  # the endpoint in use
         self._clients: dict[int, Any] = {}
         self._view = CoordView(lease_s=float(self.ttl), healthy=False, error="not joined yet")
+        self._abstain = False  # do not stand; give the leader key up (vmha.domain.handover)
 
     # -- plumbing --------------------------------------------------------------
 
@@ -197,10 +199,16 @@ class EtcdCoordinator:
         self._call(lambda c: c.post(c.get_url("/kv/put"), json=member))
         self._put = value
 
+    def abstain(self, yes: bool) -> None:
+        self._abstain = yes
+
     def _campaign(self) -> tuple[str | None, int]:
-        """Create the leader key on our lease if absent; return the leader
-        and the create revision of its key."""
+        """Create the leader key on our lease if absent (abstaining: delete
+        it if it names us); return the leader and the create revision of
+        its key."""
         key = _b64(self._key("leader"))
+        if self._abstain:
+            return self._give_up(key)
         txn = {
             "compare": [{"key": key, "result": "EQUAL", "target": "CREATE",
                          "create_revision": 0}],
@@ -220,6 +228,24 @@ class EtcdCoordinator:
         if leader == self.name and int(kvs[0].get("lease", 0)) != self._lease:
             return None, 0  # a key of an older lease of ours, about to go
         return leader, int(kvs[0]["create_revision"])
+
+    def _give_up(self, key: str) -> tuple[str | None, int]:
+        """Delete the leader key if it names us (one transaction); return
+        the leader otherwise (None: nobody)."""
+        txn = {
+            "compare": [{"key": key, "result": "EQUAL", "target": "VALUE",
+                         "value": _b64(self.name)}],
+            "success": [{"request_delete_range": {"key": key}}],
+            "failure": [{"request_range": {"key": key}}],
+        }
+        result = self._call(lambda c: c.transaction(txn))
+        if result.get("succeeded"):
+            log.info("coordination: %s gave the leader key up", self.name)
+            return None, 0
+        kvs = result["responses"][0]["response_range"].get("kvs", [])
+        if not kvs:
+            return None, 0
+        return _unb64(kvs[0].get("value", "")), int(kvs[0]["create_revision"])
 
     def _members(self) -> tuple[ControllerInfo, ...]:
         rows = self._call(lambda c: c.get_prefix(self._key("members", "")))

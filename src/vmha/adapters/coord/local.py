@@ -40,3 +40,6 @@ class LocalCoordinator:
 
     def resign(self) -> None:
         self._resigned = True
+
+    def abstain(self, yes: bool) -> None:
+        """Nothing: alone, it is the only controller that can lead."""
