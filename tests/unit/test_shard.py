@@ -19,8 +19,8 @@ from vmha.engine.shard import (
     ShardWatch,
     witness_of,
 )
-from vmha.ports import EventQuery, HeartbeatBatch
-from vmha.sim.loop import run_virtual
+from vmha.ports import EventQuery, HeartbeatBatch, PowerState
+from vmha.sim.loop import VirtualClock, run_virtual
 
 MEMBERS = ("c1", "c2")
 
@@ -297,3 +297,51 @@ def test_the_leader_counts_what_it_hears_and_cannot_tell_over_its_own_drops() ->
 
     run_virtual(main())
 
+
+def _takeover_after_power_off(adopt: bool) -> float:
+    """The leader and h1 go at 30 s; a follower, which received every
+    heartbeat, leads from 33 s (adopting its detectors or not): how long
+    after its start h1 is failed (the BMC fast path reads off)."""
+
+    async def main() -> World:
+        w = World()
+        w.add_cluster(["h1", "h2", "h3", "h4"])
+        w.add_vm("vm1", "h1")
+        w.start()
+        watch, clock = ShardWatch(w.settings.detector_config()), VirtualClock()
+
+        async def follower() -> None:
+            for seq in range(1000):
+                now = clock.now()
+                heard = [(h, seq, now, now) for h in ("h1", "h2", "h3", "h4")
+                         if h not in w.silent]
+                watch.apply(HeartbeatBatch(heard, read_until=now), now)
+                await asyncio.sleep(w.settings.heartbeat_interval_s)
+
+        task = asyncio.ensure_future(follower())
+        await asyncio.sleep(30)
+        await w.stop_controller()
+        w.power_off("h1")
+        w.fencer.power["h1"] = PowerState.OFF
+        await asyncio.sleep(3)
+        engine = w.start()
+        if adopt:
+            engine.monitor.adopt(watch.detectors, watch.lost_until)
+        await asyncio.sleep(20)
+        task.cancel()
+        await w.close()
+        return w
+
+    w = run_virtual(main())
+    (failed,) = w.event_times("host.failed", "h1")
+    assert w.placement("vm1")[0] != "h1"
+    return failed - 33.0
+
+
+def test_a_new_leader_starts_from_its_followers_detectors() -> None:
+    """It heard every heartbeat as a follower: a host that died with the
+    last leader is overdue at once, not after a fresh warm-up (issue 15:
+    a host failure during a failover)."""
+    adopted, fresh = _takeover_after_power_off(True), _takeover_after_power_off(False)
+    assert adopted <= 0.5, adopted
+    assert fresh > 1.0, fresh  # every host heard "at its start": overdue only later

@@ -299,6 +299,8 @@ class Service:
             if self.inventory is not None:
                 self.inventory.inbox = self.inbox
         self.engine = self._new_engine(self.store.fenced(epoch), self.leadership.authority)
+        if self.sharded:  # it heard every heartbeat as a follower: no fresh warm-up
+            self.engine.monitor.adopt(self.watch.detectors, self.watch.lost_until)
         self.hold_down.reset()
         self.engine_task = asyncio.create_task(self.engine.run(), name="engine")
         if self.settings.events.dispatcher:

@@ -129,17 +129,31 @@ class HostMonitor:
             self.detectors[host] = det
         return det
 
+    def adopt(self, detectors: Mapping[str, PhiDetector], lost_until: float) -> None:
+        """Start from a follower's detectors (vmha.engine.shard.ShardWatch),
+        before `start`: a controller that becomes the leader received every
+        heartbeat all along, so a host that died before (or as) the last
+        leader went is overdue at once instead of after a fresh warm-up."""
+        self.detectors = dict(detectors)
+        self.lost_until = max(self.lost_until, lost_until)
+
     def start(self, now: float) -> None:
-        """Fresh detectors: every host counts as heard from `now`, so a host
-        that is already dead is still detected (after the warm-up timeout)."""
+        """Every host without a heartbeat history (none adopted) counts as
+        heard from `now`, so a host that is already dead is still detected
+        (after the warm-up timeout); adopted ones keep their last arrival."""
         self._started_at = now
+        watched = []
         for name, host in self.cluster.hosts.items():
             if name not in self.cluster.monitored:
                 continue
-            self.detector(name).last_arrival = now
-            self._arrived(name)
+            det = self.detector(name)
+            if det.last_arrival is None:
+                det.last_arrival = now
+            watched.append((det.last_arrival, name))
             if host.state is not HostState.UP:
                 self.trouble_since.setdefault(name, host.state_since)
+        for _, name in sorted(watched):  # the fast path's order: oldest heartbeat first
+            self._arrived(name)
         self._follow_membership(now)
 
     def restore(self) -> None:
