@@ -72,6 +72,12 @@ def test_a_leader_that_hears_no_host_hands_over_to_one_that_does(
         time.sleep(10)  # it stays handed over; nothing suspected because of the switch
         assert leader_name(controllers) == new
         assert events(old, "host.") == [], events(old, "host.")
+        # every controller's API tells how it hears a host, leader or not
+        deaf_age = old.get(f"/v1/hosts/{HOSTS[0]}").json()["heartbeat_age_s"]
+        assert deaf_age is not None and deaf_age > 5, deaf_age
+        follower = next(c for c in controllers.controllers if c.name not in (old.name, new))
+        heard_age = follower.get(f"/v1/hosts/{HOSTS[0]}").json()["heartbeat_age_s"]
+        assert heard_age is not None and heard_age < 5, heard_age
 
         muted[controllers.controllers.index(old)] = 0  # it hears them again
         wait_for(lambda: "stands for leader again" in old.log.read_text(), 30,

@@ -69,6 +69,7 @@ from vmha.controller.hostview import EngineHostView
 from vmha.controller.inbox import Inbox
 from vmha.controller.leadership import Leadership
 from vmha.controller.openstack import InventorySync, build_openstack
+from vmha.domain.detector import PhiDetector
 from vmha.domain.errors import NotFound, VmhaError
 from vmha.domain.handover import Hearing, HoldDown, abstains, better
 from vmha.domain.model import Instance
@@ -496,9 +497,7 @@ class Service:
         status = self.engine.intake.status(self.clock.now())
         if self.intake is not None:  # a follower's idle engine has no source: ask the intake
             status["heartbeats"] = dict(self.intake.stats())
-        detectors = self.engine.monitor.detectors if self.leadership.leading \
-            else self.watch.detectors
-        return {"hosts_watched": len(detectors), **status}
+        return {"hosts_watched": len(self._detectors()), **status}
 
     def ensure_amqp_subscription(self) -> None:
         """The internal subscription whose cursor drives AMQP publishing:
@@ -527,10 +526,19 @@ class Service:
         known = self.engine.cluster.hosts.get(host)
         return (known.bmc if known is not None and known.bmc else None) or host
 
+    def _detectors(self) -> Mapping[str, PhiDetector]:
+        """The detectors that judge here now: the engine's while this
+        controller leads, else its share watch's (which follows every host
+        it hears: without a leader, e.g. etcd without quorum, detection
+        goes on there)."""
+        return self.engine.monitor.detectors if self.leadership.leading \
+            else self.watch.detectors
+
     def liveness(self, host: str) -> Liveness | None:
-        """Heartbeat age and phi of `host`, if the detector follows it. O(1)
-        and safe from the API's worker threads (reads, never writes)."""
-        det = self.engine.monitor.detectors.get(host)
+        """Heartbeat age and phi of `host` as this controller hears it, if
+        it follows it. O(1) and safe from the API's worker threads (reads,
+        never writes)."""
+        det = self._detectors().get(host)
         if det is None:
             return None
         now = self.clock.now()
@@ -541,7 +549,7 @@ class Service:
     def liveness_all(self) -> dict[str, Liveness]:
         """Every followed host's liveness (metrics scrapes: O(hosts) per call)."""
         out = {}
-        for name in list(self.engine.monitor.detectors):
+        for name in list(self._detectors()):
             live = self.liveness(name)
             if live is not None:
                 out[name] = live
