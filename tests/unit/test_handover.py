@@ -42,7 +42,7 @@ def test_better(own: Hearing, others: list[Hearing], expected: str | None) -> No
 
 def test_the_leader_resigns_after_a_hold_down_without_a_break() -> None:
     hold = HoldDown()
-    deaf, heard = Hearing("c1", 0, 24), [Hearing("c2", 24, 24)]
+    deaf, heard = Hearing("c1", 0, 24), [Hearing("c2", 24, 24, at=1000.0)]
     first = hold.observe(deaf, heard, 100.0)
     assert first.started and not first.resign
     assert "it hears 0 of 24 hosts while c2 hears 24 of 24 hosts" in first.reason
@@ -65,6 +65,17 @@ def test_no_resignation_while_nobody_else_hears_the_hosts() -> None:
         decision = hold.observe(Hearing("c1", 0, 24), dead, float(t))
         assert not decision.started and not decision.resign
     # the follower that heard them goes silent during the hold-down: it stops
-    hold.observe(Hearing("c1", 0, 24), [Hearing("c2", 24, 24)], 100.0)
+    hold.observe(Hearing("c1", 0, 24), [Hearing("c2", 24, 24, at=100.0)], 100.0)
     hold.observe(Hearing("c1", 0, 24), dead, 102.0)
-    assert not hold.observe(Hearing("c1", 0, 24), [Hearing("c2", 24, 24)], 106.0).resign
+    assert not hold.observe(Hearing("c1", 0, 24), [Hearing("c2", 24, 24, at=106.0)],
+                            106.0).resign
+
+
+def test_a_report_not_renewed_since_the_hold_down_began_makes_no_one_resign() -> None:
+    """A follower whose judging stalled keeps its last word ("I hear them")
+    until it goes stale: it must not carry a resignation on its own."""
+    hold, deaf = HoldDown(), Hearing("c1", 0, 24)
+    assert hold.observe(deaf, [Hearing("c2", 24, 24, at=99.0)], 100.0).started
+    assert not hold.observe(deaf, [Hearing("c2", 24, 24, at=99.0)], 100.0 + HOLD_S + 1).resign
+    assert not hold.observe(deaf, [Hearing("c2", 24, 24, at=100.0)], 100.0 + HOLD_S + 1).resign
+    assert hold.observe(deaf, [Hearing("c2", 24, 24, at=102.0)], 100.0 + HOLD_S + 1).resign

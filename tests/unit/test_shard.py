@@ -271,11 +271,12 @@ def test_the_view_gives_what_each_fresh_report_says_it_hears() -> None:
     view.update(members, {"c2": ShardReport(members, 8, hears=24, hosts=24, seq=1),
                           "c3": ShardReport(members, 8, hears=0, hosts=24, seq=1),
                           "c1": ShardReport(members, 8, hears=24, hosts=24, seq=1)}, 100.0)
-    assert view.hearings() == [Hearing("c2", 24, 24), Hearing("c3", 0, 24)]
+    assert view.hearings() == [Hearing("c2", 24, 24, 100.0), Hearing("c3", 0, 24, 100.0)]
     view.update(members, {"c2": ShardReport(members, 8, hears=24, hosts=24, seq=1),
                           "c3": ShardReport(members, 8, hears=0, hosts=24, seq=2)},
                 101.0 + STALE_S)
-    assert view.hearings() == [Hearing("c3", 0, 24)]  # c2's report stopped moving
+    # c2's report stopped moving; c3's moved then
+    assert view.hearings() == [Hearing("c3", 0, 24, 101.0 + STALE_S)]
 
 
 def test_the_leader_counts_what_it_hears_and_cannot_tell_over_its_own_drops() -> None:

@@ -13,9 +13,10 @@ own.
   overlap, so a controller cannot be both the one that steps aside and the
   one that would take over.
 - The leader **resigns** when it has been deaf for HOLD_S without a break
-  while another controller's fresh report says it hears the hosts
-  (`HoldDown.observe`). When the hosts are really all dead, the followers
-  hear none of them either, so nobody resigns.
+  while another controller's fresh report, renewed since the hold-down
+  began, says it hears the hosts (`HoldDown.observe`). When the hosts are
+  really all dead, the followers hear none of them either, so nobody
+  resigns.
 - A follower **does not stand** for leader while it is deaf and another
   controller hears the hosts (`abstains`). When nobody else hears them (all
   dead, or the others gone), it stands again: some controller always stands.
@@ -39,11 +40,14 @@ HOLD_S = 5.0  # a leader deaf this long (without a break) resigns
 
 @dataclass(frozen=True)
 class Hearing:
-    """How many of the `hosts` registered hosts controller `name` heard lately."""
+    """How many of the `hosts` registered hosts controller `name` heard
+    lately; `at`: when it said so (its report last moved, on the observer's
+    clock)."""
 
     name: str
     hears: int
     hosts: int
+    at: float = 0.0
 
     @property
     def deaf(self) -> bool:
@@ -98,7 +102,9 @@ class HoldDown:
         if self.since is None:
             self.since = now
             return Decision(started=True, reason=reason)
-        if now - self.since < self.hold_s:
+        if now - self.since < self.hold_s or other.at <= self.since:
+            # the other's word must also be renewed since this began: a
+            # follower whose judging stalled must not carry a resignation
             return Decision(reason=reason)
         return Decision(resign=True, reason=f"{reason}, for {now - self.since:.1f} s")
 

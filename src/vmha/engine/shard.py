@@ -294,8 +294,8 @@ class ShardView:
     def hearings(self) -> list[Hearing]:
         """What every other member's fresh report says it hears (reports of
         any membership: only their counts matter here)."""
-        return [Hearing(m, r.hears, r.hosts) for m, r in sorted(self.reports.items())
-                if r.hosts > 0 and not self._stale(m)]
+        return [Hearing(m, r.hears, r.hosts, self._moved_at.get(m, 0.0))
+                for m, r in sorted(self.reports.items()) if r.hosts > 0 and not self._stale(m)]
 
     def _stale(self, member: str) -> bool:
         return self._now - self._moved_at.get(member, -STALE_S) > STALE_S
