@@ -1,15 +1,15 @@
-"""A lean HTTP/1.1 POST client for webhook deliveries (over asyncio streams).
+"""The webhook poster: kept-alive, pipelined HTTP/1.1 POSTs over asyncio
+streams, on the one HTTP/1.1 parser and writer (`vmha.adapters.httpwire`,
+whose limits it uses: 64 KiB of head, 4 KiB of an answer's body kept,
+answers over 1 MiB left unread).
 
 Why not httpx, and why not h11: measured here (bench/notify_latency.py,
-docs/events.md), an httpx.AsyncClient POST costs about 0.9 ms of CPU and
-one through h11 about 0.13 ms, h11 validating every header of every
-request and answer with regular expressions, while the whole round trip
-over asyncio streams costs about 0.03 ms. At 1,000 events/s to 10
-subscribers (10,000 POSTs/s) only the last fits on the controller's CPU.
-What is sent is vmha's own (method, path from a checked URL, a few
-headers it makes), so the request is written directly; answers are parsed
-strictly: a status line, headers (64 KiB at most), then a body delimited
-by Content-Length, chunked transfer coding, or the connection's close.
+bench/http1_parse.py, docs/events.md), an httpx.AsyncClient POST costs
+about 0.9 ms of CPU and one through h11 about 0.13 ms, h11 validating every
+header of every request and answer with regular expressions, while the
+whole round trip over asyncio streams costs about 0.03 ms. At 1,000
+events/s to 10 subscribers (10,000 POSTs/s) only the last fits on the
+controller's CPU.
 
 It also closes the DNS-rebinding gap of URL checks: the caller resolves and
 checks the addresses, and `post` connects to exactly that address (the
@@ -33,20 +33,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import SplitResult
 
-HEAD_MAX = 65536  # bytes of status line and headers
-BODY_MAX = 4096  # bytes of a response body kept (for error messages)
-DRAIN_MAX = 1 << 20  # a longer answer body closes the connection instead
+from vmha.adapters import httpwire
+
+HEAD_MAX = httpwire.HEAD_MAX
+BODY_MAX = httpwire.WEBHOOK_BODY_KEPT
+DRAIN_MAX = httpwire.WEBHOOK_DRAIN_MAX
+Answer = httpwire.Answer
 
 
 class PostFailed(Exception):
     """The request could not be completed (connection, timeout, protocol)."""
-
-
-@dataclass(frozen=True)
-class Answer:
-    status: int
-    headers: dict[str, str]
-    body: bytes
 
 
 @dataclass
@@ -95,9 +91,9 @@ class Http1Poster:
             return answers, None
         except TimeoutError:
             error = PostFailed(f"no answer within {self._timeout_s:g} s")
-        except _Closed:
+        except (_Closed, httpwire.Closed):
             error = PostFailed("the server closed the connection without answering")
-        except (OSError, _BadAnswer, ssl.SSLError) as exc:
+        except (OSError, httpwire.ProtocolError, ssl.SSLError) as exc:
             error = PostFailed(f"{type(exc).__name__}: {exc}")
         self._drop(key)
         return answers, error
@@ -116,7 +112,7 @@ class Http1Poster:
             try:
                 await self._exchange(key, conn, requests, answers)
                 return
-            except (OSError, _BadAnswer, _Closed):
+            except (OSError, httpwire.ProtocolError, httpwire.Closed, _Closed):
                 self._drop(key)
                 if answers:
                     raise  # it did answer: not an idle connection the server closed
@@ -126,10 +122,7 @@ class Http1Poster:
 
     async def _connect(self, url: SplitResult, address: str, port: int) -> _Conn:
         tls = self._tls if url.scheme == "https" else None
-        reader, writer = await asyncio.open_connection(
-            address, port, ssl=tls, server_hostname=url.hostname if tls else None,
-            limit=HEAD_MAX,
-        )
+        reader, writer = await httpwire.connect(address, port, tls, url.hostname)
         return _Conn((url.scheme, address, port), reader, writer)
 
     async def _exchange(self, key: str, conn: _Conn, requests: list[bytes],
@@ -137,7 +130,7 @@ class Http1Poster:
         conn.writer.write(b"".join(requests))
         await conn.writer.drain()
         for _ in requests:
-            answer, reusable = await _read_answer(conn.reader)
+            answer, reusable = await httpwire.read_answer(conn.reader, BODY_MAX, DRAIN_MAX)
             answers.append(answer)
             if not reusable:
                 self._drop(key)
@@ -156,90 +149,7 @@ class _Closed(Exception):
     """The server closed the connection before a response arrived."""
 
 
-class _BadAnswer(Exception):
-    """The answer is not HTTP/1.x as this client reads it."""
-
-
 def _request(url: SplitResult, body: bytes, headers: dict[str, str]) -> bytes:
     """The POST's bytes: Host from the URL, the body's length, `headers`."""
-    host = url.netloc.rpartition("@")[2]
     target = (url.path or "/") + (f"?{url.query}" if url.query else "")
-    lines = [f"POST {target} HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
-    if any("\r" in line or "\n" in line for line in lines):
-        raise _BadAnswer("a header of the request has a line break")
-    return "\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + body
-
-
-async def _read_answer(reader: asyncio.StreamReader) -> tuple[Answer, bool]:
-    """The answer (1xx skipped) and whether the connection may be reused."""
-    while True:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError as exc:
-            raise _Closed from exc
-        except asyncio.LimitOverrunError as exc:
-            raise _BadAnswer(f"answer headers over {HEAD_MAX} bytes") from exc
-        version, status, headers = _parse_head(head)
-        if status >= 200:
-            break
-    try:
-        body, delimited = await _read_body(reader, status, headers)
-    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-        raise _BadAnswer("the connection ended in the middle of the answer") from exc
-    keep = version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
-    return Answer(status, headers, body), keep and delimited
-
-
-def _parse_head(head: bytes) -> tuple[str, int, dict[str, str]]:
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or parts[0] not in ("HTTP/1.1", "HTTP/1.0") or not parts[1].isdigit():
-        raise _BadAnswer(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, colon, value = line.partition(":")
-        if not colon or not name or name != name.strip():
-            raise _BadAnswer(f"bad header line: {line[:80]!r}")
-        headers[name.lower()] = value.strip()
-    return parts[0], int(parts[1]), headers
-
-
-async def _read_body(reader: asyncio.StreamReader, status: int,
-                     headers: dict[str, str]) -> tuple[bytes, bool]:
-    """The body (first BODY_MAX bytes) and whether its end was delimited
-    (False: it ended with the connection)."""
-    if status in (204, 304):
-        return b"", True
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        return await _read_chunked(reader), True
-    length = headers.get("content-length")
-    if length is not None:
-        if not length.isdigit():
-            raise _BadAnswer(f"bad Content-Length {length[:20]!r}")
-        size = int(length)
-        if size > DRAIN_MAX:
-            return (await reader.read(BODY_MAX)), False
-        return (await reader.readexactly(size))[:BODY_MAX], True
-    data = await reader.read(DRAIN_MAX)  # delimited by the close (HTTP/1.0 style)
-    return data[:BODY_MAX], False
-
-
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-    body = bytearray()
-    while True:
-        size_line = (await reader.readuntil(b"\r\n")).split(b";", 1)[0].strip()
-        try:
-            size = int(size_line, 16)
-        except ValueError as exc:
-            raise _BadAnswer(f"bad chunk size {size_line[:20]!r}") from exc
-        if size == 0:
-            while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                pass  # trailers
-            return bytes(body[:BODY_MAX])
-        if size + len(body) > DRAIN_MAX:
-            raise _BadAnswer("chunked answer too long")
-        chunk = await reader.readexactly(size + 2)
-        body.extend(chunk[:size])
+    return httpwire.encode_request("POST", target, url.netloc.rpartition("@")[2], headers, body)
