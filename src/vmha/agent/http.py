@@ -1,5 +1,9 @@
-"""The agent's tiny HTTP API (stdlib asyncio, HTTP/1.1, one request per
-connection), for the controller's confirmation step.
+"""The agent's tiny HTTP API (HTTP/1.1 on asyncio streams, one request per
+connection), for the controller's confirmation step. Requests are read and
+answers written by the one HTTP/1.1 parser (`vmha.adapters.httpwire`,
+which holds the limits: 64 KiB of head, 256 KiB of body, 15 s to send a
+request); a malformed request gets 400, a body over the limit 413 (on its
+declared length, before it is read).
 
     GET  /v1/health                      -> the agent's view of itself
     GET  /v1/metrics                     -> Prometheus text (vmha.agent.metrics)
@@ -16,8 +20,8 @@ connection), for the controller's confirmation step.
                                          -> {"exitcode", "stdout", "stderr", ...}
 
 Every request needs `Authorization: Bearer <api.token>`. Errors are
-problem+json with a `detail` that names the field. Bodies above 256 KiB
-are refused. Called by `vmha.agent.main`; it reads the Agent and drives
+problem+json with a `detail` that names the field. Called by
+`vmha.agent.main`; it reads the Agent and drives
 the hypervisor (when one is configured).
 """
 
@@ -30,6 +34,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from vmha.adapters import httpwire
 from vmha.agent import metrics as agent_metrics
 from vmha.agent.domains import ACTIONS, canonical_uuid, parse_domain_xml
 from vmha.agent.runtime import Agent
@@ -42,14 +47,12 @@ if TYPE_CHECKING:  # libvirt-python is optional: only with [hypervisor] uri
 
 log = logging.getLogger(__name__)
 
-BODY_MAX = 256 * 1024  # domain XML
-READ_TIMEOUT_S = 5.0
+BODY_MAX = httpwire.AGENT_BODY_MAX  # domain XML
+READ_TIMEOUT_S = 5.0  # the hypervisor's inventory for /v1/health
 DOMAIN_TIMEOUT_S = 120.0  # a destroy waits for QEMU to die; a first start probes QEMU
 EXEC_TIMEOUT_S, EXEC_TIMEOUT_MAX_S = 30.0, 110.0  # within DOMAIN_TIMEOUT_S
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-            405: "Method Not Allowed", 409: "Conflict", 413: "Payload Too Large",
-            422: "Unprocessable Entity", 500: "Internal Server Error",
-            503: "Service Unavailable"}
+_REASONS = {status: httpwire.REASONS[status]
+            for status in (200, 400, 401, 404, 405, 409, 413, 422, 500, 503)}
 
 
 class HttpError(Exception):
@@ -73,7 +76,7 @@ class AgentApi:
         self._server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(self._handle, host, port)
+        self._server = await httpwire.serve(self._handle, host, port)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -88,7 +91,7 @@ class AgentApi:
         except VmhaError as err:
             status = err.status if err.status in _REASONS else 500
             payload = {"title": err.title, "detail": err.detail}
-        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, ValueError):
+        except (TimeoutError, ConnectionError, httpwire.Closed, ValueError):
             writer.close()
             return
         if isinstance(payload, str):  # /v1/metrics: Prometheus text
@@ -96,10 +99,9 @@ class AgentApi:
         else:
             body = json.dumps(payload).encode()
             ctype = "application/json" if status == 200 else "application/problem+json"
-        head = (f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {ctype}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
         try:
-            writer.write(head.encode() + body)
+            writer.write(httpwire.encode_response(
+                status, {"Content-Type": ctype, "Connection": "close"}, body))
             await writer.drain()
         except ConnectionError:
             pass
@@ -108,7 +110,7 @@ class AgentApi:
 
     async def _serve(self, reader: asyncio.StreamReader) -> tuple[int, Any]:
         method, path, body = await asyncio.wait_for(self._read_request(reader),
-                                                    READ_TIMEOUT_S * 3)
+                                                    httpwire.AGENT_READ_TIMEOUT_S)
         if path == "/v1/health":
             if method != "GET":
                 raise HttpError(405, f"{method} is not allowed on {path}; use GET")
@@ -134,29 +136,16 @@ class AgentApi:
                              "or /v1/domains")
 
     async def _read_request(self, reader: asyncio.StreamReader) -> tuple[str, str, bytes]:
-        method, path, headers = await self._read_head(reader)
-        length = int(headers.get("content-length", "0") or 0)
-        if length > BODY_MAX:
-            raise HttpError(413, f"body of {length} bytes exceeds {BODY_MAX}")
-        body = await reader.readexactly(length) if length else b""
-        if not hmac.compare_digest(headers.get("authorization", "").encode(), self._auth):
+        try:
+            request = await httpwire.read_request(reader, BODY_MAX)
+        except httpwire.TooLarge as exc:
+            raise HttpError(413, str(exc)) from exc
+        except httpwire.ProtocolError as exc:
+            raise HttpError(400, f"malformed request: {exc}") from exc
+        if not hmac.compare_digest(request.headers.get("authorization", "").encode(),
+                                   self._auth):
             raise HttpError(401, "missing or wrong bearer token")
-        return method, path, body
-
-    @staticmethod
-    async def _read_head(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str]]:
-        line = await reader.readline()
-        parts = line.decode("latin-1").split()
-        if len(parts) != 3:
-            raise HttpError(400, "malformed request line")
-        headers: dict[str, str] = {}
-        for _ in range(100):
-            raw = await reader.readline()
-            if raw in (b"\r\n", b"\n", b""):
-                break
-            key, _, value = raw.decode("latin-1").partition(":")
-            headers[key.strip().lower()] = value.strip()
-        return parts[0], parts[1].split("?", 1)[0], headers
+        return request.method, request.path, request.body
 
     async def _probe(self, body: bytes) -> dict[str, bool]:
         try:
