@@ -10,19 +10,18 @@
                 "segment_secret": "<optional; enables peer probes>"}
 
 Idempotent on the controller side: registering the same host again returns
-the same secret. Used only when no secret is configured. Standard library
-HTTP (urllib) in a worker thread, to keep the agent small.
+the same secret. Used only when no secret is configured. One request on
+the agent's own HTTP/1.1 client (`vmha.agent.report.Client`, the one
+parser of `vmha.adapters.httpwire`), to keep the agent small.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from vmha.agent.report import Client, ControllerDown
 from vmha.errors import TemporaryError, Unauthenticated, ValidationError
 
 
@@ -32,21 +31,22 @@ class Registration:
     segment_secret: bytes | None
 
 
-def _post(url: str, token: str | None, body: dict[str, Any], timeout_s: float) -> Any:
-    req = urllib.request.Request(  # noqa: S310 - URL scheme checked by the caller
-        url, data=json.dumps(body).encode(), method="POST",
-        headers={"Content-Type": "application/json",
-                 **({"Authorization": f"Bearer {token}"} if token else {})},
-    )
+async def _post(url: str, token: str | None, body: dict[str, Any], timeout_s: float) -> Any:
+    client = Client(url, token, timeout_s)
     try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310
-            return json.loads(resp.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        if exc.code in (401, 403):
-            raise Unauthenticated(f"controller refused registration at {url}: {exc.code}") from exc
-        raise TemporaryError(f"registration at {url} failed: HTTP {exc.code}", 5.0) from exc
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+        answer = await client.request("POST", "", body)
+    except ControllerDown as exc:
         raise TemporaryError(f"cannot reach the controller at {url}: {exc}", 5.0) from exc
+    finally:
+        client.close()
+    if answer.status in (401, 403):
+        raise Unauthenticated(f"controller refused registration at {url}: {answer.status}")
+    if not 200 <= answer.status < 300:
+        raise TemporaryError(f"registration at {url} failed: HTTP {answer.status}", 5.0)
+    try:
+        return json.loads(answer.body or b"{}")
+    except ValueError as exc:
+        raise TemporaryError(f"registration at {url} answered no JSON: {exc}", 5.0) from exc
 
 
 async def register(
@@ -56,7 +56,7 @@ async def register(
     if not api_url.startswith(("http://", "https://")):
         raise ValidationError("controller.url", f"{api_url!r} is not an http(s) URL")
     url = api_url.rstrip("/") + "/v1/agents/register"
-    data = await asyncio.to_thread(_post, url, token, body, timeout_s)
+    data = await _post(url, token, body, timeout_s)
     secret = data.get("secret") if isinstance(data, dict) else None
     if not isinstance(secret, str) or not secret:
         raise TemporaryError(f"registration at {url} returned no secret", 5.0)

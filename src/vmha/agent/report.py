@@ -15,7 +15,8 @@ first, counted and logged) and are retried with backoff. The inventory goes
 after a hypervisor (re)connect, after the controller answers again, and
 every `inventory_interval_s`.
 
-HTTP is a small keep-alive HTTP/1.1 client on asyncio streams rather than
+HTTP is a small keep-alive HTTP/1.1 client on asyncio streams and the one
+HTTP/1.1 parser (`vmha.adapters.httpwire`, with its limits) rather than
 httpx: importing httpx alone adds ~11 MiB to the agent's RSS (measured
 46 vs 35 MiB), and the agent must stay below 60 MiB with libvirt loaded.
 
@@ -35,10 +36,10 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from vmha.adapters import httpwire
 from vmha.agent.domains import DomainEvent, DomainView
 from vmha.domain import backoff
 from vmha.errors import VmhaError
@@ -51,7 +52,8 @@ BACKOFF_MIN_S, BACKOFF_MAX_S = 0.2, 10.0
 # +-20 %: thousands of agents that lost the controller together do not all
 # come back in the same instant (vmha.domain.backoff, the one formula)
 BACKOFF_JITTER = 0.2
-CONNECT_TIMEOUT_S, REQUEST_TIMEOUT_S = 1.0, 3.0
+CONNECT_TIMEOUT_S = httpwire.CONTROLLER_CONNECT_TIMEOUT_S
+REQUEST_TIMEOUT_S = httpwire.CONTROLLER_REQUEST_TIMEOUT_S
 Inventory = Callable[[], Awaitable[list[DomainView]]]
 
 
@@ -68,28 +70,28 @@ class ControllerDown(Exception):
     """The controller did not take a request; retry later."""
 
 
-@dataclass(frozen=True)
-class Answer:
-    status: int
-    body: bytes
-    headers: Mapping[str, str]  # names in lower case
+Answer = httpwire.Answer  # status, headers (names in lower case), body
 
 
 class Client:
     """One kept-alive HTTP/1.1 connection to the controller (JSON in, status out).
 
-    Also used by `vmha.agent.probesync` (a connection of its own)."""
+    Also used by `vmha.agent.probesync` (a connection of its own) and for
+    the one request of `vmha.agent.register`."""
 
-    def __init__(self, url: str, token: str | None) -> None:
+    def __init__(self, url: str, token: str | None,
+                 timeout_s: float = REQUEST_TIMEOUT_S) -> None:
         parts = urlsplit(url)
+        self._timeout_s = timeout_s
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"controller.url {url!r} is not an http(s) URL")
         self._host = parts.hostname
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
         self._ssl = ssl.create_default_context() if parts.scheme == "https" else None
         self._prefix = parts.path.rstrip("/")
-        auth = f"Authorization: Bearer {token}\r\n" if token else ""
-        self._head = f"Host: {parts.netloc}\r\n{auth}Content-Type: application/json\r\n"
+        self._netloc = parts.netloc
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._headers["Content-Type"] = "application/json"
         self._conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     async def request(self, method: str, path: str, body: Any = None,
@@ -97,9 +99,9 @@ class Client:
         """Send; retried once on a fresh connection when a kept-alive one was stale."""
         for fresh in (self._conn is None, True):
             try:
-                async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                async with asyncio.timeout(self._timeout_s):
                     return await self._exchange(method, path, body, headers or {})
-            except (OSError, EOFError, ValueError, asyncio.IncompleteReadError,
+            except (OSError, ValueError, httpwire.ProtocolError, httpwire.Closed,
                     TimeoutError) as exc:
                 self.close()
                 if fresh:
@@ -110,29 +112,17 @@ class Client:
                         extra: Mapping[str, str]) -> Answer:
         if self._conn is None:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                self._conn = await asyncio.open_connection(self._host, self._port,
-                                                           ssl=self._ssl)
+                self._conn = await httpwire.connect(self._host, self._port, self._ssl,
+                                                    self._host)
         reader, writer = self._conn
         data = b"" if body is None else json.dumps(body).encode()
-        more = "".join(f"{k}: {v}\r\n" for k, v in extra.items())
-        writer.write(f"{method} {self._prefix}{path} HTTP/1.1\r\n{self._head}{more}"
-                     f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+        writer.write(httpwire.encode_request(method, self._prefix + path, self._netloc,
+                                             {**self._headers, **extra}, data))
         await writer.drain()
-        status_line = await reader.readline()
-        if not status_line:
-            raise EOFError("connection closed by the controller")
-        status = int(status_line.split()[1])
-        headers: dict[str, str] = {}
-        while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
-            key, _, value = line.decode("latin-1").partition(":")
-            headers[key.strip().lower()] = value.strip()
-        if "content-length" not in headers:  # chunked or until-close: not kept alive
+        answer, reusable = await httpwire.read_answer(reader, httpwire.CONTROLLER_BODY_MAX)
+        if not reusable:
             self.close()
-            return Answer(status, b"", headers)
-        payload = await reader.readexactly(int(headers["content-length"]))
-        if headers.get("connection", "").lower() == "close":
-            self.close()
-        return Answer(status, payload, headers)
+        return answer
 
     def close(self) -> None:
         if self._conn is not None:
