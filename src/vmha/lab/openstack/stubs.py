@@ -11,7 +11,8 @@
   real compute would. The broker, not the relay, authenticates.
 
 `python -m vmha.lab.openstack.stubs --neutron ADDR:PORT --relay
-ADDR:PORT=HOST:PORT --mark DIR`. Standard library only (asyncio streams).
+ADDR:PORT=HOST:PORT --mark DIR`. Standard library only (asyncio streams;
+the stub's HTTP is the one parser of `vmha.adapters.httpwire`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import contextlib
 import json
 import sys
 
-MAX_HEADER = 65536
+from vmha.adapters import httpwire
 
 
 def neutron_answer(method: str, path: str) -> tuple[int, object]:
@@ -41,26 +42,13 @@ def neutron_answer(method: str, path: str) -> tuple[int, object]:
 
 async def _neutron(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
-        while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            if len(head) > MAX_HEADER:
-                return
-            lines = head.decode("latin-1").split("\r\n")
-            method, path, _ = ([*lines[0].split(" "), "", "", ""])[:3]
-            length = 0
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                if name.strip().lower() == "content-length":
-                    length = int(value.strip() or 0)
-            if length:
-                await reader.readexactly(length)
-            status, body = neutron_answer(method, path)
-            raw = json.dumps(body).encode()
-            writer.write(f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
-                         f"Content-Length: {len(raw)}\r\n\r\n".encode() + raw)
+        while True:  # kept alive, as Nova's client expects
+            request = await httpwire.read_request(reader, httpwire.LAB_STUB_BODY_MAX)
+            status, body = neutron_answer(request.method, request.target)
+            writer.write(httpwire.encode_response(
+                status, {"Content-Type": "application/json"}, json.dumps(body).encode()))
             await writer.drain()
-    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError,
-            ValueError):
+    except (httpwire.Closed, httpwire.ProtocolError, ConnectionError):
         pass
     finally:
         writer.close()
@@ -95,7 +83,7 @@ def _addr(text: str) -> tuple[str, int]:
 
 
 async def serve(neutron: str, relays: list[str]) -> None:
-    servers = [await asyncio.start_server(_neutron, *_addr(neutron))]
+    servers = [await httpwire.serve(_neutron, *_addr(neutron))]
     for spec in relays:
         listen, _, target = spec.partition("=")
         servers.append(await asyncio.start_server(relay_handler(*_addr(target)),
