@@ -93,6 +93,29 @@ def test_api_refuses_bad_tokens_and_bad_input(tmp_path: Path) -> None:
     run(tmp_path, body)
 
 
+def test_malformed_requests_get_400_and_say_what_is_wrong(tmp_path: Path) -> None:
+    async def send(port: int, raw: bytes) -> tuple[int, dict[str, Any]]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(raw)
+        answer = await reader.read()
+        writer.close()
+        head, _, payload = answer.partition(b"\r\n\r\n")
+        return int(head.split()[1]), json.loads(payload)
+
+    async def body(a: Agent, b: Agent, pa: int, pb: int, hb: int) -> None:
+        auth = f"Authorization: Bearer {TOKEN}\r\n".encode()
+        status, err = await send(pa, b"GET /v1/health HTTP/1.1\r\n" + auth
+                                 + b"no colon in this header\r\n\r\n")
+        assert status == 400 and "bad header line" in err["detail"]
+        status, err = await send(pa, b"POST /v1/probe HTTP/1.1\r\n" + auth
+                                 + b"Content-Length: ten\r\n\r\n")
+        assert status == 400 and "Content-Length" in err["detail"]
+        status, err = await send(pa, b"GET /v1/health\r\n" + auth + b"\r\n")
+        assert status == 400 and "request line" in err["detail"]
+
+    run(tmp_path, body)
+
+
 def test_probes_signed_with_another_segment_secret_get_no_answer(tmp_path: Path) -> None:
     async def body(a: Agent, b: Agent, pa: int, pb: int, hb: int) -> None:
         b.ident = Identity("b", "lab", b"b" * 8, b"x" * 32, b"other segment secret")
