@@ -8,7 +8,7 @@ is shared by unit tests and the simulator). Nothing here does I/O.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar, runtime_checkable
 
@@ -163,8 +163,8 @@ class Store(Protocol):
     job generation), StaleWrite (a Conflict: a host, instance or job written
     from a copy older than the stored record, see vmha.domain.model.VERSIONED;
     nothing is written), StoreUnavailable (database down). Calls are
-    synchronous; async callers run them in a thread (the engine's detector
-    loop reads through `AsyncInventory`, vmha.adapters.store.aio).
+    synchronous; async callers run them in a thread (the engine reads and
+    writes through `AsyncStore`, vmha.adapters.store.aio).
     """
 
     # segments (key: name)
@@ -339,6 +339,9 @@ class AsyncInventory(Protocol):
     async def host_versions(self) -> dict[str, int]: ...
     async def get_hosts(self, names: Sequence[str]) -> list[Host]: ...
     async def agent_hosts(self) -> frozenset[str]: ...
+    # what the cloud's inventory adds (vmha.engine.cloudsync)
+    async def create_segment(self, segment: Segment, events: Sequence[Event] = ()) -> Segment: ...
+    async def create_host(self, host: Host, events: Sequence[Event] = ()) -> Host: ...
 
 
 class AsyncHostWrites(Protocol):
@@ -353,9 +356,11 @@ class AsyncHostWrites(Protocol):
 
 
 class AsyncEvents(Protocol):
-    """Events without a state change (guard, overload, isolation), awaited."""
+    """Events without a state change (guard, overload, isolation), awaited;
+    and read back (the guard's own events, when the engine starts)."""
 
     async def append_events(self, events: Sequence[Event]) -> list[Event]: ...
+    async def list_events(self, query: EventQuery) -> list[Event]: ...
 
 
 class AsyncJobs(Protocol):
@@ -369,12 +374,16 @@ class AsyncJobs(Protocol):
 
 
 class AsyncInstances(Protocol):
-    """Instances and their policies, awaited (what a job step reads and writes)."""
+    """Instances and their policies, awaited (what a job step reads and
+    writes; the cloud's inventory creates and forgets instances too)."""
 
     async def get_instance(self, instance_id: str) -> Instance: ...
     async def list_instances(self, query: ListQuery) -> Page[Instance]: ...
     async def update_instance(self, instance: Instance,
                               events: Sequence[Event] = ()) -> Instance: ...
+    async def create_instance(self, instance: Instance,
+                              events: Sequence[Event] = ()) -> Instance: ...
+    async def delete_instance(self, instance_id: str, events: Sequence[Event] = ()) -> None: ...
     async def get_policy(self, name: str) -> NamedPolicy: ...
 
 
@@ -640,14 +649,33 @@ def list_all(
         marker = page.next_marker
 
 
+async def list_all_async(
+    fetch: Callable[[ListQuery], Awaitable[Page[T]]], filters: Mapping[str, str] | None = None
+) -> list[T]:
+    """`list_all` over an awaited list call (vmha.ports.AsyncStore's)."""
+    out: list[T] = []
+    marker: str | None = None
+    while True:
+        page = await fetch(ListQuery(limit=1000, marker=marker, filters=filters or {}))
+        out.extend(page.items)
+        if not page.next_marker or not page.items:
+            return out
+        marker = page.next_marker
+
+
+def guard_query(segment: str, since: int = 0) -> EventQuery:
+    """A page of the mass-failure guard's events of `segment` (paused,
+    resumed) after event `since`: read them all, oldest first, with
+    `guard_events`; the last one says whether the segment is paused."""
+    return EventQuery(since=since, types=GUARD_EVENTS, subject=segment, limit=1000)
+
+
 def guard_events(store: Store, segment: str) -> list[Event]:
-    """The mass-failure guard's events of `segment` (paused, resumed), oldest
-    first: the last one says whether the segment is paused."""
+    """Every guard event of `segment` (guard_query), oldest first."""
     out: list[Event] = []
     since = 0
     while True:
-        page = store.list_events(EventQuery(since=since, types=GUARD_EVENTS, subject=segment,
-                                            limit=1000))
+        page = store.list_events(guard_query(segment, since))
         out.extend(page)
         if len(page) < 1000:
             return out

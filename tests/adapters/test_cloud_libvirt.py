@@ -46,7 +46,11 @@ def store() -> FakeStore:
 
 def cloud(handler: object, image_dir: Path | None, policy: HAPolicy | None = None) -> LibvirtCloud:
     client = httpx.AsyncClient(transport=httpx.MockTransport(handler))  # type: ignore[arg-type]
-    return LibvirtCloud(store(), lambda _i: policy or HAPolicy(), image_dir, client=client)
+
+    async def policy_of(_inst: Instance) -> HAPolicy:
+        return policy or HAPolicy()
+
+    return LibvirtCloud(store(), policy_of, image_dir, client=client)
 
 
 def vm(spec: InstanceSpec | None = SPEC) -> Instance:

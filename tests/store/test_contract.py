@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -708,7 +709,9 @@ def test_host_versions_and_agent_hosts_tell_what_to_read_again(store: Store) -> 
     for name in ("h1", "h2", "h3"):
         store.create_host(Host(name, "s1"))
     store.save_agent(AgentRecord("h2", "k" * 32))
-    before = store.host_versions()
+    with warnings.catch_warnings():  # read without deprecated calls (Result.tuples)
+        warnings.simplefilter("error")
+        before = store.host_versions()
     assert set(before) == {"h1", "h2", "h3"}
     h1 = store.get_host("h1")
     store.update_host(dataclasses.replace(h1, address="10.0.0.1"))
@@ -786,7 +789,9 @@ def test_update_hosts_writes_many_with_their_events_in_order(store: Store) -> No
 
 def test_the_async_view_awaits_every_concern_with_the_stores_semantics(store: Store) -> None:
     """vmha.adapters.store.aio over this backend, in line and in threads:
-    host writes (batch and one), events, jobs, instances, policies, agents."""
+    host writes (batch and one), events (written and read back), jobs,
+    instances (created, changed, deleted), policies, agents, and what the
+    cloud's inventory adds (segments, hosts)."""
     import asyncio
 
     from vmha.adapters.store.aio import InlineStore, ThreadedStore
@@ -821,6 +826,19 @@ def test_the_async_view_awaits_every_concern_with_the_stores_semantics(store: St
         assert (await view.get_policy("gold")).policy == POLICY
         assert await view.agent_hosts() == frozenset({"h1"})
         assert set(await view.agent_marks()) == {"h1"}
+        assert [e.id for e in await view.list_events(
+            EventQuery(types=["segment.note"], subject="s1"))][-1] == event.id
+        await view.create_segment(Segment(f"s-{tag}"))
+        with pytest.raises(Conflict):
+            await view.create_segment(Segment(f"s-{tag}"))
+        await view.create_host(Host(f"h-{tag}", f"s-{tag}"))
+        assert f"s-{tag}" in keys((await view.list_segments(ListQuery())).items, "name")
+        assert [h.segment for h in await view.get_hosts([f"h-{tag}"])] == [f"s-{tag}"]
+        await view.create_instance(Instance(f"i-{tag}", "new", host=f"h-{tag}"))
+        assert (await view.get_instance(f"i-{tag}")).host == f"h-{tag}"
+        await view.delete_instance(f"i-{tag}")
+        with pytest.raises(NotFound):
+            await view.delete_instance(f"i-{tag}")
 
     asyncio.run(use(InlineStore(store), "inline"))
     asyncio.run(use(ThreadedStore(store), "threaded"))

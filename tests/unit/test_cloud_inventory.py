@@ -319,7 +319,8 @@ def test_a_reading_older_than_the_engines_write_does_not_undo_it() -> None:
         await asyncio.sleep(5)
         before = engine.clock.now()
         await asyncio.sleep(5)
-        engine.cluster.change_instance("s1", lambda i: (replace(i, host="c2"), []))  # the move
+        await engine.cluster.change_instance("s1",
+                                             lambda i: (replace(i, host="c2"), []))  # the move
         await asyncio.sleep(5)
         stale = replace(Snapshot(HOSTS, (server("s1", "c1"),)), read_at=before)
         await w.ask(inventory_command(stale, CFG))

@@ -86,19 +86,19 @@ def test_a_cluster_reload_reads_again_only_the_hosts_that_changed() -> None:
         store.create_host(Host(f"h{i:02d}", "s1"))
     store.save_agent(AgentRecord("h01", "k" * 32))
     cluster = Cluster(store)
-    cluster.refresh()
+    asyncio.run(cluster.catch_up())
     read: list[list[str]] = []
     get_hosts = store.get_hosts
     store.get_hosts = lambda names: read.append(list(names)) or get_hosts(names)  # type: ignore[method-assign, func-returns-value]
     hosts, monitored, version = cluster.hosts, cluster.monitored, cluster.version
-    cluster.refresh()
+    asyncio.run(cluster.catch_up())
     assert read == [] and cluster.hosts is hosts and cluster.monitored is monitored
     assert cluster.version == version  # nothing changed: nothing for the detector to redo
     store.update_host(replace(store.get_host("h07"), address="10.0.0.7"))  # through the API
     store.delete_host("h08")
     store.create_host(Host("h99", "s1"))
     store.save_agent(AgentRecord("h99", "k" * 32))
-    cluster.refresh()
+    asyncio.run(cluster.catch_up())
     assert sorted(read[0]) == ["h07", "h99"]
     assert cluster.hosts["h07"].address == "10.0.0.7" and "h08" not in cluster.hosts
     assert cluster.monitored == {"h01", "h99"} and cluster.version > version

@@ -517,9 +517,9 @@ class Service:
                         "dropping its stored cursor")
             self.store.delete_subscription(AMQP_SUBSCRIPTION)
 
-    def _policy_of(self, instance: Instance) -> HAPolicy:
+    async def _policy_of(self, instance: Instance) -> HAPolicy:
         cluster = self.engine.cluster
-        return cluster.policy_of(instance, cluster.hosts.get(instance.host or ""))
+        return await cluster.policy_of(instance, cluster.hosts.get(instance.host or ""))
 
     def _bmc_of(self, host: str) -> str:
         """The `[bmcs.<name>]` entry of a host: its `bmc` field, else its name."""

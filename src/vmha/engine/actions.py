@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from vmha.domain import decisions
@@ -50,7 +50,7 @@ from vmha.engine.moves import Mover, Step
 from vmha.engine.settings import ControllerSettings
 from vmha.engine.state import Cluster
 from vmha.engine.tasks import cancel_all
-from vmha.ports import Clock, Cloud, IdGen, list_all
+from vmha.ports import Clock, Cloud, IdGen, list_all_async
 
 log = logging.getLogger("vmha.engine.actions")
 MOVE_TARGETS = 3  # targets an evacuation tries before it gives up
@@ -78,7 +78,7 @@ class ActionRunner:
     """Accepts, stores and performs action jobs."""
 
     def __init__(self, settings: ControllerSettings, cluster: Cluster, clock: Clock,
-                 ids: IdGen, cloud: Cloud, moving: Callable[[Instance], str],
+                 ids: IdGen, cloud: Cloud, moving: Callable[[Instance], Awaitable[str]],
                  mover: Mover) -> None:
         self.settings = settings
         self.cluster = cluster
@@ -95,35 +95,36 @@ class ActionRunner:
 
     # -- accepting ------------------------------------------------------------
 
-    def refusal(self, inst: Instance, action: str, target: str | None) -> str:
+    async def refusal(self, inst: Instance, action: str, target: str | None) -> str:
         host = self.cluster.hosts.get(inst.host or "")
         tgt = self.cluster.hosts.get(target) if target else None
-        return decisions.refusal(action, inst, host, tgt, target, self.moving(inst),
+        return decisions.refusal(action, inst, host, tgt, target, await self.moving(inst),
                                  self.can_rebuild)
 
-    def submit(self, instance_id: str, action: str, target: str | None, by: str,
-               decision: str | None = None) -> Job:
+    async def submit(self, instance_id: str, action: str, target: str | None, by: str,
+                     decision: str | None = None) -> Job:
         """Check, store and start an action job; Conflict says why not."""
         decisions.check_action_name(action)
-        self.cluster.refresh()  # hosts changed through the API must count now
-        inst = self.cluster.get_instance(instance_id)
+        await self.cluster.catch_up()  # hosts changed through the API must count now
+        inst = await self.cluster.get_instance(instance_id)
         if inst is None:
             raise NotFound("instance", instance_id)
         if target is not None and action != "evacuate":
             raise Conflict(f"a target host only makes sense for evacuate, not {action}")
-        why = self.refusal(inst, action, target) or self._busy(instance_id)
+        why = await self.refusal(inst, action, target) or await self._busy(instance_id)
         if why:
             raise Conflict(f"{action} of instance {instance_id} refused: {why}")
         job, event = decisions.new_action_job(self.ids.new_id(), inst, action, target, by,
                                               self.clock.now(), decision)
-        self.cluster.store.create_job(job, [event])
+        await self.cluster.durable()
+        await self.cluster.io.create_job(job, [event])
         self.start(job.id)
         return job
 
-    def _busy(self, instance_id: str) -> str:
+    async def _busy(self, instance_id: str) -> str:
         """One action at a time per instance: two could start it twice."""
-        jobs = list_all(self.cluster.store.list_jobs,
-                        {"kind": JobKind.ACTION.value, "subject": instance_id})
+        jobs = await list_all_async(self.cluster.io.list_jobs,
+                                    {"kind": JobKind.ACTION.value, "subject": instance_id})
         for job in jobs:
             if not job.finished:
                 return (f"its action job {job.id} ({decisions.action_data(job).action}) "
@@ -136,8 +137,8 @@ class ActionRunner:
             return
         self.tasks[job_id] = asyncio.ensure_future(self._run(job_id))
 
-    def resume(self) -> None:
-        jobs = list_all(self.cluster.store.list_jobs, {"kind": JobKind.ACTION.value})
+    async def resume(self) -> None:
+        jobs = await list_all_async(self.cluster.io.list_jobs, {"kind": JobKind.ACTION.value})
         for job in jobs:
             if not job.finished:
                 self.start(job.id)
@@ -188,14 +189,14 @@ class ActionRunner:
     async def _perform(self, job: Job) -> Done:
         d = decisions.action_data(job)
         action, iid = d.action, d.instance
-        inst = await self.cluster.get_instance_async(iid)
+        inst = await self.cluster.get_instance(iid)
         if inst is None:
             return Done(False, f"instance {iid} no longer exists")
         if action == "ignore":
             return Done(True, f"ignored: instance {iid} left as it is")
         target = d.target
         await self.cluster.catch_up()
-        why = self.refusal(inst, action, target)
+        why = await self.refusal(inst, action, target)
         if why:
             return Done(False, f"refused when it ran: {why}")
         try:
@@ -267,7 +268,7 @@ class ActionRunner:
         if data.moving_to != chosen:
             job = await self._save(job, replace(job, data=replace(data, moving_to=chosen)), [])
         now, why = self.clock.now(), f"moving from {source} to {chosen} (action)"
-        await self.cluster.change_instance_async(inst.id, lambda cur: (
+        await self.cluster.change_instance(inst.id, lambda cur: (
             replace(cur, state=InstanceState.RECOVERING),
             [make_event(cur, "instance.evacuating", now, why, Severity.INFO, source=source,
                         target=chosen)]))
@@ -286,4 +287,4 @@ class ActionRunner:
                                     f"{result.detail} (job {job.id})", severity, job=job.id,
                                     action=d.action)]
 
-        await self.cluster.change_instance_async(d.instance, change)
+        await self.cluster.change_instance(d.instance, change)

@@ -24,14 +24,15 @@ observed state keep one writer (DESIGN.md, "One writer").
   instance back on its failed host). A server gone from the cloud is
   forgotten.
 
-Synchronous store calls, like the rest of the engine (vmha.engine.state).
+Its store calls are awaited through the cluster's `io` (vmha.engine.state):
+a reading of thousands of servers never holds up the event loop.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from vmha.domain import commands as cmd
@@ -50,29 +51,29 @@ class CloudSync:
     """Applies `CloudInventory` commands; remembers what it reported."""
 
     def __init__(self, cluster: Cluster, clock: Clock,
-                 moving: Callable[[], frozenset[str]]) -> None:
+                 moving: Callable[[], Awaitable[frozenset[str]]]) -> None:
         self.cluster, self.clock, self.moving = cluster, clock, moving  # ids jobs move now
         self._reported: dict[str, set[tuple[str, str]]] = {}  # server -> (key, value)
 
-    def apply(self, c: cmd.CloudInventory) -> dict[str, int]:
+    async def apply(self, c: cmd.CloudInventory) -> dict[str, int]:
         counts = {"hosts": 0, "created": 0, "updated": 0, "same": 0, "forgotten": 0}
-        self.cluster.refresh()
+        await self.cluster.catch_up()
         for ch in c.hosts:
-            counts["hosts"] += self._host(ch)
-        self.cluster.refresh()
-        known = {i.id: i for i in self.cluster.instances()}
-        moving = self.moving() | self._newer(c.read_at)
+            counts["hosts"] += await self._host(ch)
+        await self.cluster.catch_up()
+        known = {i.id: i for i in await self.cluster.instances()}
+        moving = await self.moving() | self._newer(c.read_at)
         seen = set()
         for srv in c.servers:
             host = self.cluster.hosts.get(srv.host)
             if host is None:
                 continue  # a compute that is not a compute host of the cloud (yet)
             seen.add(srv.id)
-            policy = self._policy(srv, host.segment, c.evacuable_tags)
-            counts[self._instance(srv, known.get(srv.id), policy, srv.id in moving)] += 1
+            policy = await self._policy(srv, host.segment, c.evacuable_tags)
+            counts[await self._instance(srv, known.get(srv.id), policy, srv.id in moving)] += 1
         for iid in sorted(set(known) - seen - moving):
             with contextlib.suppress(NotFound):
-                self.cluster.store.delete_instance(iid)
+                await self.cluster.io.delete_instance(iid)
                 self._reported.pop(iid, None)
                 counts["forgotten"] += 1
                 log.info("cloud inventory: server %s is gone from the cloud; forgotten", iid)
@@ -89,26 +90,26 @@ class CloudSync:
             del written[iid]
         return frozenset(written)
 
-    def _segment(self, name: str) -> str:
+    async def _segment(self, name: str) -> str:
         if name not in self.cluster.segments:
             with contextlib.suppress(Conflict):
-                self.cluster.store.create_segment(Segment(name=name))
+                await self.cluster.io.create_segment(Segment(name=name))
         return name
 
-    def _host(self, ch: cmd.CloudHost) -> int:
+    async def _host(self, ch: cmd.CloudHost) -> int:
         """1 when the host was created or moved to another segment."""
         current = self.cluster.hosts.get(ch.name)
         if current is None:
             with contextlib.suppress(Conflict):
-                self.cluster.store.create_host(Host(name=ch.name,
-                                                    segment=self._segment(ch.segment)))
+                segment = await self._segment(ch.segment)
+                await self.cluster.io.create_host(Host(name=ch.name, segment=segment))
                 log.info("cloud inventory: host %s (segment %s) from the cloud", ch.name,
                          ch.segment)
                 return 1
             return 0
         if not ch.managed or current.state is not HostState.UP or current.segment == ch.segment:
             return 0
-        segment = self._segment(ch.segment)
+        segment = await self._segment(ch.segment)
 
         def move(host: Host) -> tuple[Host, list[Event]] | None:
             return None if host.segment == segment else (replace(host, segment=segment), [])
@@ -116,13 +117,13 @@ class CloudSync:
         self.cluster.change_host(ch.name, move)
         return 1
 
-    def _policy(self, srv: cmd.CloudServer, segment: str,
-                evacuable_tags: bool) -> HAPolicy | None:
+    async def _policy(self, srv: cmd.CloudServer, segment: str,
+                      evacuable_tags: bool) -> HAPolicy | None:
         seg = self.cluster.segments.get(segment)
         default = None
         if seg is not None and seg.default_policy:
             with contextlib.suppress(NotFound):
-                default = self.cluster.store.get_policy(seg.default_policy).policy
+                default = (await self.cluster.io.get_policy(seg.default_policy)).policy
         derived = derive(srv.layers, default, evacuable_tags)
         reported = self._reported.setdefault(srv.id, set())
         probe = Instance(id=srv.id, name=srv.name, host=srv.host, project=srv.project)
@@ -138,12 +139,12 @@ class CloudSync:
         self.cluster.append(events)
         return derived.policy
 
-    def _instance(self, srv: cmd.CloudServer, current: Instance | None,
-                  policy: HAPolicy | None, moving: bool) -> str:
+    async def _instance(self, srv: cmd.CloudServer, current: Instance | None,
+                        policy: HAPolicy | None, moving: bool) -> str:
         """What happened to it: created, updated or same."""
         if current is None:
             with contextlib.suppress(Conflict):
-                self.cluster.store.create_instance(Instance(
+                await self.cluster.io.create_instance(Instance(
                     id=srv.id, name=srv.name, host=srv.host, project=srv.project,
                     resources=srv.resources, state=srv.state, policy=policy,
                     anti_affinity_group=srv.group))
@@ -158,7 +159,7 @@ class CloudSync:
             return None if new == inst else (new, [])
 
         before = current
-        after = self.cluster.change_instance(srv.id, follow)
+        after = await self.cluster.change_instance(srv.id, follow)
         return "updated" if after is not None and after != before else "same"
 
     def _settled(self, srv: cmd.CloudServer, inst: Instance) -> bool:

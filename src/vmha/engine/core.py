@@ -127,14 +127,14 @@ class Engine:
         await self.cluster.catch_up()
         now = self.clock.now()
         self.monitor.start(now)
-        self.monitor.restore()  # paused segments stay paused across a restart
+        await self.monitor.restore()  # paused segments stay paused across a restart
         await self.jobs.resume_all()
-        self.instances.resume()
-        self.launcher.resume()
-        self.actions.resume()
-        self.decisions.resume()
+        await self.instances.resume()
+        await self.launcher.resume()
+        await self.actions.resume()
+        await self.decisions.resume()
         for host in list(self.cluster.hosts.values()):
-            if host.state is HostState.FAILED and await self.jobs.job_for_async(host.name) is None:
+            if host.state is HostState.FAILED and await self.jobs.job_for(host.name) is None:
                 await self.jobs.host_failed(host, now)
 
     async def run(self) -> None:
@@ -215,7 +215,7 @@ class Engine:
             if name not in held:
                 self.monitor.not_enabled.discard(name)
             elif host is not None and host.state is HostState.UP and not host.maintenance \
-                    and await self.jobs.job_for_async(name) is None:
+                    and await self.jobs.job_for(name) is None:
                 log.info("host %s is up but its compute service is still out of the "
                          "cloud's scheduling since its recovery: enabling it again", name)
                 self.monitor.pending_enable.add(name)
@@ -351,39 +351,40 @@ class Engine:
 
     # -- custom recovery: actions and decisions -----------------------------------
 
-    def _ask(self, instance: Instance, layer: str, reason: str) -> None:
+    async def _ask(self, instance: Instance, layer: str, reason: str) -> None:
         host = self.cluster.hosts.get(instance.host or "")
-        policy = self.cluster.policy_of(instance, host)
-        self.decisions.request(decisions.Request(instance, layer, reason), policy)
+        policy = await self.cluster.policy_of(instance, host)
+        await self.decisions.request(decisions.Request(instance, layer, reason), policy)
 
-    def _ask_after_fence(self, job: Job, instance_ids: tuple[str, ...]) -> None:
+    async def _ask_after_fence(self, job: Job, instance_ids: tuple[str, ...]) -> None:
         host = self.cluster.hosts.get(job.subject)
         for iid in instance_ids:
-            inst = self.cluster.get_instance(iid)
+            inst = await self.cluster.get_instance(iid)
             if inst is None or inst.host != job.subject:
                 continue
             fenced_by = recovery.host_data(job).fence.confirmed_by
             reason = f"host {job.subject} failed and was fenced ({fenced_by})"
-            self.decisions.request(decisions.Request(inst, "host", reason, job.subject, job.id),
-                                   self.cluster.policy_of(inst, host))
+            await self.decisions.request(
+                decisions.Request(inst, "host", reason, job.subject, job.id),
+                await self.cluster.policy_of(inst, host))
 
-    def _moving_now(self) -> frozenset[str]:
+    async def _moving_now(self) -> frozenset[str]:
         """Every instance a host-recovery job still has to move (or moves)."""
-        return frozenset(iid for job in self.jobs.unfinished()
+        return frozenset(iid for job in await self.jobs.unfinished()
                          for iid in recovery.host_data(job).instances if recovery.moving(job, iid))
 
-    def _moving(self, instance: Instance) -> str:
+    async def _moving(self, instance: Instance) -> str:
         """The host-recovery job moving `instance` right now, or ""."""
-        job = self.jobs.job_for(instance.host or "")
+        job = await self.jobs.job_for(instance.host or "")
         if job is None:
             return ""
         return job.id if recovery.moving(job, instance.id) else ""
 
     # -- read-only views (the simulator and tests) --------------------------------
 
-    def restarts(self, instance_id: str) -> int:
+    async def restarts(self, instance_id: str) -> int:
         """Restarts of `instance_id` within its current budget window."""
-        return self.instances.restarts(instance_id)
+        return await self.instances.restarts(instance_id)
 
     @property
     def isolated(self) -> bool:

@@ -61,7 +61,7 @@ from vmha.domain.model import POWER_METHODS, Event, Host, HostState, Severity, S
 from vmha.engine.settings import ControllerSettings
 from vmha.engine.shard import HEARD_WITHIN, ShardView, count_heard
 from vmha.engine.state import Cluster
-from vmha.ports import Clock, Fencer, PeerProber, PowerState, guard_events
+from vmha.ports import Clock, Fencer, PeerProber, PowerState
 
 log = logging.getLogger("vmha.engine.detection")
 T = TypeVar("T")
@@ -156,13 +156,13 @@ class HostMonitor:
             self._arrived(name)
         self._follow_membership(now)
 
-    def restore(self) -> None:
+    async def restore(self) -> None:
         """Recover the guard's decisions from the store's events: a segment
         whose last guard event is `segment.recovery_paused` stays paused
         across a controller restart (the pause is an operator matter); one
         resumed by an operator stays resumed while it is still unhealthy."""
-        for name in self.cluster.segments:
-            events = guard_events(self.cluster.store, name)
+        for name in list(self.cluster.segments):
+            events = await self.cluster.guard_events(name)
             if not events:
                 continue
             last = events[-1]

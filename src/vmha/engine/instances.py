@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shlex
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from vmha.domain import escalation, restart
@@ -33,7 +33,7 @@ from vmha.domain.policy import HAPolicy
 from vmha.engine.settings import ControllerSettings
 from vmha.engine.state import Cluster
 from vmha.engine.tasks import cancel_all
-from vmha.ports import Clock, Cloud, GuestControl, IdGen, list_all
+from vmha.ports import Clock, Cloud, GuestControl, IdGen, list_all_async
 
 log = logging.getLogger("vmha.engine.instances")
 EXEC_TIMEOUT_S = 60.0  # an in-guest restart command may take this long
@@ -56,7 +56,7 @@ class InstanceWatcher:
         self.ids = ids
         self.pending: dict[str, asyncio.Task[None]] = {}  # job id -> its task
         # custom policy: (instance, layer, reason) -> offer a decision (the Engine)
-        self.on_ask: Callable[[Instance, str, str], None] | None = None
+        self.on_ask: Callable[[Instance, str, str], Awaitable[None]] | None = None
 
     # -- events ---------------------------------------------------------------
 
@@ -64,30 +64,30 @@ class InstanceWatcher:
         if kind not in restart.INSTANCE_EVENT_KINDS:
             allowed = ", ".join(sorted(restart.INSTANCE_EVENT_KINDS))
             raise ValidationError("kind", f"{kind!r} is not one of {allowed}")
-        inst = self.cluster.get_instance(instance_id)
+        inst = await self.cluster.get_instance(instance_id)
         if inst is None:
             log.warning("event %s for unknown instance %s ignored", kind, instance_id)
             return
         now = self.clock.now()
-        policy = self._policy(inst)
-        history = self.restart_times(instance_id, now, policy.window_s)
+        policy = await self._policy(inst)
+        history = await self.restart_times(instance_id, now, policy.window_s)
         reaction = restart.instance_event(inst, kind, history, now, self.settings.backoff(),
                                           policy, detail)
         if reaction.state is not None or reaction.events:
             state, events = reaction.state, list(reaction.events)
-            inst = self.cluster.change_instance(
+            inst = await self.cluster.change_instance(
                 instance_id, lambda cur: (replace(cur, state=state or cur.state), events)) or inst
-        job = self.unfinished(instance_id)
+        job = await self.unfinished(instance_id)
         if reaction.cancel_restart and job is not None and \
                 escalation.data(job).layer == SETTLES.get(kind):
             words = SETTLED_WORDS[kind]
-            self._settle(job, f"{words}: {detail}" if detail else words)
+            await self._settle(job, f"{words}: {detail}" if detail else words)
         if reaction.ask is not None and self.on_ask is not None and reaction.events:
-            self.on_ask(inst, reaction.ask, str(reaction.events[0].payload["reason"]))
+            await self.on_ask(inst, reaction.ask, str(reaction.events[0].payload["reason"]))
         if reaction.restart_in is not None and job is None:
-            self._open(inst, policy, reaction, now)
+            await self._open(inst, policy, reaction, now)
 
-    def _open(self, inst: Instance, policy: HAPolicy, reaction: restart.Reaction,
+    async def _open(self, inst: Instance, policy: HAPolicy, reaction: restart.Reaction,
               now: float, cause: str = "") -> Job:
         if not cause and reaction.events:
             cause = str(reaction.events[0].payload["reason"])
@@ -96,34 +96,35 @@ class InstanceWatcher:
         opened = escalation.new_job(self.ids.new_id(), inst, reaction.layer, reaction.steps,
                                     cause, now, now + reaction.restart_in,
                                     notify=mode.value == "auto+notify")
-        job = self.cluster.store.create_job(opened.job, list(opened.events))
+        await self.cluster.durable()
+        job = await self.cluster.io.create_job(opened.job, list(opened.events))
         self.start(job.id)
         return job
 
-    def escalate_decision(self, decision: Job) -> Job | None:
+    async def escalate_decision(self, decision: Job) -> Job | None:
         """A custom app decision whose `auto` fallback applies: the
         application's escalation as a recovery job, its first step at once
         (the decision waited already; the budget is checked before each
         step). None when one runs already or the instance is gone."""
-        inst = self.cluster.get_instance(decision.subject)
-        if inst is None or self.unfinished(inst.id) is not None:
+        inst = await self.cluster.get_instance(decision.subject)
+        if inst is None or await self.unfinished(inst.id) is not None:
             return None
-        policy = self._policy(inst)
+        policy = await self._policy(inst)
         asked = decision.data
         failed = asked.cause if isinstance(asked, DecisionData) else ""
         cause = f"{failed}; decision {decision.id} timed out, fallback auto"
         steps = tuple(str(s) for s in policy.app_actions)
-        return self._open(inst, policy, restart.Reaction(restart_in=0.0, steps=steps,
-                                                          layer="app"), self.clock.now(),
-                          cause)
+        return await self._open(inst, policy, restart.Reaction(restart_in=0.0, steps=steps,
+                                                                layer="app"),
+                                self.clock.now(), cause)
 
-    def _settle(self, job: Job, why: str) -> None:
+    async def _settle(self, job: Job, why: str) -> None:
         """The instance is well again: a waiting job ends (its task, asleep,
         is cancelled); one whose step runs ends when the step returns."""
         moved = escalation.recovered(job, self.clock.now(), why)
         if moved is None:
             return
-        self._save(job, moved)
+        await self._save(job, moved)
         if moved.job.finished:
             task = self.pending.pop(job.id, None)
             if task is not None and task is not asyncio.current_task():
@@ -131,36 +132,35 @@ class InstanceWatcher:
 
     # -- jobs -------------------------------------------------------------------
 
-    def unfinished(self, instance_id: str) -> Job | None:
-        jobs = list_all(self.cluster.store.list_jobs,
-                        {"kind": JobKind.INSTANCE_RECOVERY.value, "subject": instance_id})
+    async def unfinished(self, instance_id: str) -> Job | None:
+        jobs = await self._jobs(JobKind.INSTANCE_RECOVERY, instance_id)
         return next((j for j in jobs if not j.finished), None)
 
-    def restart_times(self, instance_id: str, now: float, window_s: float) -> list[float]:
+    async def _jobs(self, kind: JobKind, subject: str | None = None) -> list[Job]:
+        filters = {"kind": kind.value} | ({"subject": subject} if subject is not None else {})
+        return await list_all_async(self.cluster.io.list_jobs, filters)
+
+    async def restart_times(self, instance_id: str, now: float, window_s: float) -> list[float]:
         """The restarts `instance_id`'s budget has used within the window:
         every step of its recovery jobs, and every restart a custom
         decision's `auto` fallback made (its action jobs); all from the store."""
-        store = self.cluster.store
-        jobs = list_all(store.list_jobs, {"kind": JobKind.INSTANCE_RECOVERY.value,
-                                          "subject": instance_id})
+        jobs = await self._jobs(JobKind.INSTANCE_RECOVERY, instance_id)
         times = escalation.restart_times(jobs, now, window_s)
-        actions = list_all(store.list_jobs, {"kind": JobKind.ACTION.value,
-                                             "subject": instance_id})
+        actions = await self._jobs(JobKind.ACTION, instance_id)
         times += [j.created_at for j in actions if isinstance(j.data, ActionData)
                   and j.data.by == "fallback" and now - j.created_at < window_s]
         return sorted(times)
 
-    def resume(self) -> None:
+    async def resume(self) -> None:
         """After a controller restart: every unfinished recovery job goes on
         where it stood (its backoff, grace time and budget are stored)."""
-        jobs = list_all(self.cluster.store.list_jobs, {"kind": JobKind.INSTANCE_RECOVERY.value})
-        for job in jobs:
+        for job in await self._jobs(JobKind.INSTANCE_RECOVERY):
             if job.finished:
                 continue
             if job.state is JobState.EVACUATING:
-                inst = self.cluster.get_instance(job.subject)
-                policy = self._policy(inst) if inst is not None else HAPolicy()
-                self._save(job, escalation.interrupted(job, policy, self.clock.now()))
+                inst = await self.cluster.get_instance(job.subject)
+                policy = await self._policy(inst) if inst is not None else HAPolicy()
+                await self._save(job, escalation.interrupted(job, policy, self.clock.now()))
             self.start(job.id)
 
     def start(self, job_id: str) -> None:
@@ -171,7 +171,7 @@ class InstanceWatcher:
     async def _run(self, job_id: str) -> None:
         try:
             while True:
-                job = self.cluster.store.get_job(job_id)
+                job = await self.cluster.io.get_job(job_id)
                 if job.finished:
                     return
                 await self._round(job)
@@ -192,21 +192,21 @@ class InstanceWatcher:
             if delay > 0:
                 await self.clock.sleep(delay)
                 return  # read it again: it may have settled meanwhile
-        inst = self.cluster.get_instance(job.subject)
+        inst = await self.cluster.get_instance(job.subject)
         now = self.clock.now()
         if inst is None:
-            self._abandon(job, f"instance {job.subject} no longer exists")
+            await self._abandon(job, f"instance {job.subject} no longer exists")
             return
         if d.host and inst.host != d.host:  # a host recovery moved it meanwhile
-            self._abandon(job, f"instance {inst.id} moved from {d.host} to {inst.host}; "
-                               "this recovery ends there")
+            await self._abandon(job, f"instance {inst.id} moved from {d.host} to {inst.host}; "
+                                     "this recovery ends there")
             return
-        policy = self._policy(inst)
-        used = self.restart_times(inst.id, now, policy.window_s)
+        policy = await self._policy(inst)
+        used = await self.restart_times(inst.id, now, policy.window_s)
         if job.state is JobState.PENDING:
-            self._save(job, escalation.begin_step(job, inst, policy, used, now))
+            await self._save(job, escalation.begin_step(job, inst, policy, used, now))
         elif job.state is JobState.VERIFYING:
-            self._save(job, escalation.grace_over(job, inst, policy, used, now))
+            await self._save(job, escalation.grace_over(job, inst, policy, used, now))
         else:
             await self._perform(job, inst, policy)
 
@@ -214,20 +214,20 @@ class InstanceWatcher:
         step = escalation.data(job).action
         host = self.cluster.hosts.get(inst.host or "")
         if host is None or host.state is not HostState.UP:
-            self._abandon(job, f"host {inst.host} of instance {inst.id} is "
-                               f"{host.state.value if host else 'unknown'}, not up: its host "
-                               "recovery owns the instance")
+            await self._abandon(job, f"host {inst.host} of instance {inst.id} is "
+                                     f"{host.state.value if host else 'unknown'}, not up: its "
+                                     "host recovery owns the instance")
             return
         try:
             ok, detail = await self._step(inst, host.name, step)
         except (VmhaError, TimeoutError) as exc:
             ok, detail = False, f"{exc or 'timed out'}"
         now = self.clock.now()
-        fresh = self.cluster.store.get_job(job.id)  # it may have learnt the app recovered
+        fresh = await self.cluster.io.get_job(job.id)  # it may have learnt the app recovered
         if fresh.finished or fresh.state is not JobState.EVACUATING:
             return
-        used = self.restart_times(inst.id, now, policy.window_s)
-        self._save(fresh, escalation.step_finished(fresh, inst, policy, ok, detail, now,
+        used = await self.restart_times(inst.id, now, policy.window_s)
+        await self._save(fresh, escalation.step_finished(fresh, inst, policy, ok, detail, now,
                                                    len(used)))
 
     async def _step(self, inst: Instance, host: str, step: str) -> tuple[bool, str]:
@@ -257,27 +257,29 @@ class InstanceWatcher:
             await asyncio.wait_for(self.cloud.start_instance(inst, host), timeout)
         return True, f"{kind} of {inst.id} on {host}"
 
-    def _abandon(self, job: Job, why: str) -> None:
-        self._save(job, escalation.abandon(job, why, self.clock.now()))
+    async def _abandon(self, job: Job, why: str) -> None:
+        await self._save(job, escalation.abandon(job, why, self.clock.now()))
 
-    def _save(self, before: Job, moved: escalation.Outcome) -> Job:
-        saved = self.cluster.store.save_job(moved.job, before.generation, list(moved.events))
+    async def _save(self, before: Job, moved: escalation.Outcome) -> Job:
+        await self.cluster.durable()
+        saved = await self.cluster.io.save_job(moved.job, before.generation,
+                                               list(moved.events))
         if moved.state is not None:
             state = moved.state
-            self.cluster.change_instance(
+            await self.cluster.change_instance(
                 before.subject, lambda cur: None if cur.state is state else
                 (replace(cur, state=state), []))
         return saved
 
-    def _policy(self, inst: Instance) -> HAPolicy:
-        return self.cluster.policy_of(inst, self.cluster.hosts.get(inst.host or ""))
+    async def _policy(self, inst: Instance) -> HAPolicy:
+        return await self.cluster.policy_of(inst, self.cluster.hosts.get(inst.host or ""))
 
-    def restarts(self, instance_id: str) -> int:
-        inst = self.cluster.get_instance(instance_id)
+    async def restarts(self, instance_id: str) -> int:
+        inst = await self.cluster.get_instance(instance_id)
         if inst is None:
             return 0
-        window = self._policy(inst).window_s
-        return len(self.restart_times(instance_id, self.clock.now(), window))
+        window = (await self._policy(inst)).window_s
+        return len(await self.restart_times(instance_id, self.clock.now(), window))
 
     async def stop(self) -> None:
         await cancel_all(self.pending)

@@ -14,8 +14,7 @@ store adapter's threads, not on the event loop), and a job's saves wait
 until the host changes queued before them are durable (`Cluster.durable`):
 a job's step is never recorded before the host state that caused it, and
 its steps are saved strictly in order (each save is awaited before the
-next round). `unfinished()` and `job_for()` keep synchronous forms for the
-callers that are not coroutines (the inventory sync, the action runner).
+next round).
 """
 
 from __future__ import annotations
@@ -54,7 +53,7 @@ from vmha.engine.moves import Mover
 from vmha.engine.settings import ControllerSettings
 from vmha.engine.state import Cluster
 from vmha.engine.tasks import cancel_all
-from vmha.ports import Clock, Cloud, Fencer, IdGen, ListQuery, PowerState, list_all
+from vmha.ports import Clock, Cloud, Fencer, IdGen, PowerState, list_all_async
 
 # a host-recovery job in one of these still has work to do
 OPEN_JOB_STATES = tuple(s for s in JobState if s not in TERMINAL_JOB_STATES)
@@ -94,52 +93,27 @@ class JobRunner:
         self.fence_queue: dict[str, list[tuple[float, str]]] = {}  # segment -> waiting jobs
         # Called once a job's fence is confirmed with its custom-policy
         # instances (the Engine offers them decisions).
-        self.on_fenced: Callable[[Job, tuple[str, ...]], None] | None = None
+        self.on_fenced: Callable[[Job, tuple[str, ...]], Awaitable[None]] | None = None
 
     # -- starting -------------------------------------------------------------
 
-    def unfinished(self) -> list[Job]:
+    async def unfinished(self) -> list[Job]:
         """Host-recovery jobs not finished, oldest first: queried by state, so
         the cost follows the open jobs, not every job ever made."""
         kind = JobKind.HOST_RECOVERY.value
         jobs = [job for state in OPEN_JOB_STATES
-                for job in list_all(self.cluster.store.list_jobs,
-                                    {"kind": kind, "state": state.value})]
+                for job in await list_all_async(self.cluster.io.list_jobs,
+                                                {"kind": kind, "state": state.value})]
         return sorted(jobs, key=lambda j: (j.created_at, j.id))  # the store's default order
 
-    async def unfinished_async(self) -> list[Job]:
-        """`unfinished()`, read through the cluster's `io`."""
-        kind = JobKind.HOST_RECOVERY.value
-        jobs = [job for state in OPEN_JOB_STATES
-                for job in await self._jobs({"kind": kind, "state": state.value})]
-        return sorted(jobs, key=lambda j: (j.created_at, j.id))
-
-    def job_for(self, host: str) -> Job | None:
+    async def job_for(self, host: str) -> Job | None:
         """The host's unfinished recovery job (queried by the host: its jobs only)."""
         filters = {"kind": JobKind.HOST_RECOVERY.value, "subject": host}
-        for job in list_all(self.cluster.store.list_jobs, filters):
-            if not job.finished:
-                return job
-        return None
-
-    async def job_for_async(self, host: str) -> Job | None:
-        """`job_for()`, read through the cluster's `io`."""
-        filters = {"kind": JobKind.HOST_RECOVERY.value, "subject": host}
-        return next((j for j in await self._jobs(filters) if not j.finished), None)
-
-    async def _jobs(self, filters: Mapping[str, str]) -> list[Job]:
-        out: list[Job] = []
-        marker: str | None = None
-        while True:
-            page = await self.cluster.io.list_jobs(ListQuery(limit=1000, marker=marker,
-                                                             filters=filters))
-            out.extend(page.items)
-            if not page.next_marker or not page.items:
-                return out
-            marker = page.next_marker
+        jobs = await list_all_async(self.cluster.io.list_jobs, filters)
+        return next((j for j in jobs if not j.finished), None)
 
     async def resume_all(self) -> None:
-        for job in await self.unfinished_async():
+        for job in await self.unfinished():
             self.start(job.id)
 
     def start(self, job_id: str) -> None:
@@ -156,13 +130,13 @@ class JobRunner:
                           levels: Levels | None = None) -> Job:
         """`host` was confirmed failed, or an operator (`requested_by`) asked
         to fence it through `levels`: start its recovery job (once)."""
-        existing = await self.job_for_async(host.name)
+        existing = await self.job_for(host.name)
         if existing is not None:
             self.start(existing.id)
             self.poke()
             return existing
-        instances = await self.cluster.instances_async(host.name)
-        policies = {i.id: await self.cluster.policy_of_async(i, host) for i in instances}
+        instances = await self.cluster.instances(host.name)
+        policies = {i.id: await self.cluster.policy_of(i, host) for i in instances}
         protected = {iid: p.protected for iid, p in policies.items()}
         job = recovery.new_host_job(
             self.ids.new_id(), host, instances, protected, self.monitor.last_seen(host.name),
@@ -270,8 +244,8 @@ class JobRunner:
         for iid, move in recovery.host_data(job).instances.items():
             if move.state is not MoveState.SKIPPED:
                 continue
-            inst = await self.cluster.get_instance_async(iid)
-            if inst is not None and (await self.cluster.policy_of_async(inst, host)).host \
+            inst = await self.cluster.get_instance(iid)
+            if inst is not None and (await self.cluster.policy_of(inst, host)).host \
                     is LayerMode.NOTIFY:
                 found.add(iid)
         return frozenset(found)
@@ -302,7 +276,7 @@ class JobRunner:
             await self._update_instance(update, job, now)
         asked = decisions.offered_after_fence(before, job)
         if asked and self.on_fenced is not None:
-            self.on_fenced(job, asked)
+            await self.on_fenced(job, asked)
         return job
 
     def _move_host(self, name: str, to: HostState, reason: str, now: float,
@@ -325,7 +299,7 @@ class JobRunner:
             return new, [make_event(new, u.event_type, now, u.reason, severity, job=job.id,
                                     source=job.subject, target=new.host)] if u.event_type else []
 
-        await self.cluster.change_instance_async(u.instance, change)
+        await self.cluster.change_instance(u.instance, change)
 
     # -- performing intents -------------------------------------------------------
 
@@ -503,14 +477,14 @@ class JobRunner:
 
     async def _plan(self, i: recovery.PlanEvacuation) -> Result:
         host = self.cluster.hosts.get(i.host)  # None: deleted after its fence
-        everyone = await self.cluster.instances_async()
+        everyone = await self.cluster.instances()
         wanted = set(i.instances)
         todo = [x for x in everyone if x.id in wanted]
         order = {iid: n for n, iid in enumerate(i.instances)}
         todo.sort(key=lambda x: order[x.id])  # the job's order
         ids = {x.id for x in todo}
         placed = [x for x in everyone if x.id not in ids]
-        policies = {x.id: await self.cluster.policy_of_async(x, host) for x in todo}
+        policies = {x.id: await self.cluster.policy_of(x, host) for x in todo}
         plan = self.mover.plan(todo, placed, policies, i.segment, (i.host, *i.exclude))
         missing = tuple(planner.Unplaced(iid, "instance no longer exists")
                         for iid in i.instances if iid not in ids)
@@ -519,14 +493,14 @@ class JobRunner:
                       plan=plan)
 
     async def _evacuate(self, i: recovery.Evacuate) -> Result:
-        inst = await self.cluster.get_instance_async(i.instance)
+        inst = await self.cluster.get_instance(i.instance)
         if inst is None:
             return Result(i, False, "instance no longer exists", handed_over=True)
         step = await self.mover.start(inst, i.target, i.stopped, i.resume)
         return Result(i, step.ok, step.detail, handed_over=step.handed_over)
 
     async def _verify(self, i: recovery.VerifyInstance) -> Result:
-        inst = await self.cluster.get_instance_async(i.instance)
+        inst = await self.cluster.get_instance(i.instance)
         if inst is None:
             return Result(i, False, "instance no longer exists", handed_over=True)
         step = await self.mover.verify(inst, i.target, i.stopped)

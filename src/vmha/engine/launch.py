@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import replace
 
 from vmha.domain.errors import VmhaError
@@ -33,25 +34,34 @@ from vmha.ports import Clock, Cloud
 log = logging.getLogger("vmha.engine.launch")
 
 
-def group_member_on(cluster: Cluster, inst: Instance, host: str) -> Instance | None:
+def _member_among(inst: Instance, others: Iterable[Instance]) -> Instance | None:
+    """Another member of `inst`'s anti-affinity group among `others`."""
+    if inst.group_key is None:
+        return None
+    return next((o for o in others if o.id != inst.id and o.group_key == inst.group_key), None)
+
+
+async def group_member_on(cluster: Cluster, inst: Instance, host: str) -> Instance | None:
     """Another member of `inst`'s anti-affinity group recorded on `host`."""
     if inst.group_key is None:
         return None
-    return next((o for o in cluster.instances(host)
-                 if o.id != inst.id and o.group_key == inst.group_key), None)
+    return _member_among(inst, await cluster.instances(host))
 
 
-def pick_host(cluster: Cluster, segment: str | None, inst: Instance | None = None
-              ) -> Host | None:
+async def pick_host(cluster: Cluster, segment: str | None, inst: Instance | None = None
+                    ) -> Host | None:
     """The schedulable host (of `segment` when given) carrying the fewest
-    instances, and none of `inst`'s anti-affinity group."""
+    instances, and none of `inst`'s anti-affinity group (the instances
+    read once, not once per host)."""
+    on: dict[str, list[Instance]] = {}
+    for other in await cluster.instances():
+        on.setdefault(other.host or "", []).append(other)
     hosts = [h for h in cluster.hosts.values()
              if h.schedulable and (segment is None or h.segment == segment)
-             and (inst is None or group_member_on(cluster, inst, h.name) is None)]
+             and (inst is None or _member_among(inst, on.get(h.name, ())) is None)]
     if not hosts:
         return None
-    load = {h.name: len(cluster.instances(h.name)) for h in hosts}
-    return min(hosts, key=lambda h: (load[h.name], h.name))
+    return min(hosts, key=lambda h: (len(on.get(h.name, ())), h.name))
 
 
 class Launcher:
@@ -69,8 +79,8 @@ class Launcher:
         if task is None or task.done():
             self.tasks[instance_id] = asyncio.ensure_future(self._run(instance_id))
 
-    def resume(self) -> None:
-        for inst in self.cluster.instances():
+    async def resume(self) -> None:
+        for inst in await self.cluster.instances():
             if inst.state is InstanceState.BUILDING and inst.spec is not None:
                 self.launch(inst.id)
 
@@ -89,22 +99,22 @@ class Launcher:
                 del self.tasks[instance_id]
 
     async def _launch(self, instance_id: str) -> None:
-        inst = self.cluster.get_instance(instance_id)
+        inst = await self.cluster.get_instance(instance_id)
         if inst is None or inst.spec is None:
             return
-        why = self._group_refusal(inst)
+        why = await self._group_refusal(inst)
         if why:
-            self._failed(inst, why, "instance.unplaceable")
+            await self._failed(inst, why, "instance.unplaceable")
             return
         host = await self._host_for(inst)
         if host is None:
-            why = self._group_refusal(inst)
-            self._failed(inst, why or f"no up host to start it on (asked for "
-                                      f"{inst.host or 'any'})",
-                         "instance.unplaceable" if why else "instance.recovery_failed")
+            why = await self._group_refusal(inst)
+            await self._failed(inst, why or f"no up host to start it on (asked for "
+                                            f"{inst.host or 'any'})",
+                               "instance.unplaceable" if why else "instance.recovery_failed")
             return
         if inst.host != host.name:
-            placed = self.cluster.change_instance(inst.id, lambda cur: (
+            placed = await self.cluster.change_instance(inst.id, lambda cur: (
                 replace(cur, host=host.name), []))
             if placed is None:
                 return  # deleted meanwhile
@@ -113,16 +123,16 @@ class Launcher:
             await asyncio.wait_for(self.cloud.start_instance(inst, host.name),
                                    self.settings.evacuate_timeout_s)
         except (VmhaError, TimeoutError) as exc:
-            self._failed(inst, f"start on {host.name} failed: {exc or 'timeout'}")
+            await self._failed(inst, f"start on {host.name} failed: {exc or 'timeout'}")
             return
         if await self._running(inst, host.name):
-            self.cluster.change_instance(inst.id, lambda cur: (
+            await self.cluster.change_instance(inst.id, lambda cur: (
                 replace(cur, state=InstanceState.RUNNING), [])
                 if cur.state is InstanceState.BUILDING else None)
             log.info("instance %s: launched on %s", inst.name, host.name)
         else:
-            self._failed(inst, f"not running on {host.name} after "
-                               f"{self.settings.verify_timeout_s:g} s")
+            await self._failed(inst, f"not running on {host.name} after "
+                                     f"{self.settings.verify_timeout_s:g} s")
 
     async def _host_for(self, inst: Instance) -> Host | None:
         """Its host (or the least loaded one) once up; a host that registered
@@ -130,7 +140,7 @@ class Launcher:
         deadline = self.clock.now() + self.settings.verify_timeout_s
         while True:
             host = (self.cluster.hosts.get(inst.host) if inst.host
-                    else pick_host(self.cluster, None, inst))
+                    else await pick_host(self.cluster, None, inst))
             if host is not None and host.state is HostState.UP:
                 return host
             if self.clock.now() >= deadline:
@@ -151,7 +161,7 @@ class Launcher:
             await self.clock.sleep(self.settings.verify_poll_s)
         return False
 
-    def _group_refusal(self, inst: Instance) -> str:
+    async def _group_refusal(self, inst: Instance) -> str:
         """Why `inst` may not start where it is asked to (its anti-affinity
         group), "" when it may. Without a host: only when every schedulable
         host already holds a member."""
@@ -159,20 +169,20 @@ class Launcher:
         if group is None:
             return ""
         if inst.host:
-            other = group_member_on(self.cluster, inst, inst.host)
+            other = await group_member_on(self.cluster, inst, inst.host)
             if other is None:
                 return ""
             return (f"anti-affinity group {group}: {other.name} ({other.id}) is already on "
                     f"{inst.host}; give it another host")
         if any(h.schedulable for h in self.cluster.hosts.values()) and \
-                pick_host(self.cluster, None, inst) is None:
+                await pick_host(self.cluster, None, inst) is None:
             return f"anti-affinity group {group}: every up host already holds a member"
         return ""
 
-    def _failed(self, inst: Instance, reason: str,
-                etype: str = "instance.recovery_failed") -> None:
+    async def _failed(self, inst: Instance, reason: str,
+                      etype: str = "instance.recovery_failed") -> None:
         log.warning("instance %s: launch failed: %s", inst.name, reason)
         now = self.clock.now()
-        self.cluster.change_instance(inst.id, lambda cur: (
+        await self.cluster.change_instance(inst.id, lambda cur: (
             replace(cur, state=InstanceState.ERROR),
             [make_event(cur, etype, now, f"launch failed: {reason}", Severity.ERROR)]))

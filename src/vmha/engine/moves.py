@@ -93,8 +93,8 @@ class Mover:
         host = self.cluster.hosts.get(inst.host or "")
         if host is None:
             return None
-        placed = [x for x in await self.cluster.instances_async() if x.id != inst.id]
-        policy = await self.cluster.policy_of_async(inst, host)
+        placed = [x for x in await self.cluster.instances() if x.id != inst.id]
+        policy = await self.cluster.policy_of(inst, host)
         plan = self.plan([inst], placed, {inst.id: policy}, host.segment,
                          (host.name, *exclude))
         return plan.placements[0] if plan.placements else None

@@ -37,7 +37,7 @@ async def set_maintenance(e: Engine, c: cmd.SetMaintenance) -> Host:
     (Conflict) while the host's recovery job has not confirmed its fence."""
     host = await e.require_host(c.host)
     if c.enabled and not host.maintenance:
-        job = await e.jobs.job_for_async(c.host)
+        job = await e.jobs.job_for(c.host)
         if job is not None and not recovery.fence_confirmed(job):
             # the job would never record host.fenced (maintenance is no
             # fenced-able state) and would move the instances anyway
@@ -83,7 +83,7 @@ async def fence_ack(e: Engine, c: cmd.FenceAck) -> None:
     now = e.clock.now()
     current = e.cluster.hosts[c.host]
     e.cluster.append([fencing.ack_event(current, c.by, c.force, alive, now)])
-    job = await e.jobs.job_for_async(c.host)
+    job = await e.jobs.job_for(c.host)
     if job is None and current.state in (HostState.SUSPECT, HostState.PARTITIONED):
         failed = e.cluster.move_host(
             c.host, HostState.FAILED, f"operator {c.by} acknowledged it is off", now)
@@ -102,7 +102,7 @@ async def fence_host(e: Engine, c: cmd.FenceHost) -> Job:
     current = await e.require_host(c.host)
     levels = fencing.operator_levels(current, c.method, e.settings.default_fence_levels,
                                      frozenset(e.fencers))
-    job = await e.jobs.job_for_async(c.host)
+    job = await e.jobs.job_for(c.host)
     if job is not None:
         if recovery.fence_confirmed(job):
             raise Conflict(f"host {c.host} is already fenced (job {job.id} is "
@@ -161,8 +161,8 @@ async def read_power(e: Engine, c: cmd.ReadPower) -> dict[str, str]:
 async def instance_action(e: Engine, c: cmd.InstanceAction) -> Job:
     """Start an action on an instance as a job (Conflict says why not); a
     pending custom decision of the instance is settled by it."""
-    job = e.actions.submit(c.instance, c.action, c.target, c.by)
-    e.decisions.superseded(job)
+    job = await e.actions.submit(c.instance, c.action, c.target, c.by)
+    await e.decisions.superseded(job)
     return job
 
 

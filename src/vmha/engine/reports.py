@@ -43,7 +43,7 @@ async def instance_event(e: Engine, c: cmd.InstanceEvent) -> None:
 
 async def _instance_ids(e: Engine) -> dict[str, str]:
     """Domain UUID -> instance id, for every instance the engine knows."""
-    return {domain_uuid(i.id): i.id for i in await e.cluster.instances_async()}
+    return {domain_uuid(i.id): i.id for i in await e.cluster.instances()}
 
 
 async def domain_events(e: Engine, c: cmd.DomainEvents) -> int:
@@ -66,7 +66,7 @@ async def domain_event(e: Engine, host: str, instance_id: str, r: cmd.DomainRepo
     report from a host the instance has left); stops, resets and reboots
     that vmha or a user asked for, and the stop that follows a `poweroff`
     watchdog action, are not failures. True if it was acted on."""
-    inst = await e.cluster.get_instance_async(instance_id)
+    inst = await e.cluster.get_instance(instance_id)
     if inst is None or inst.host != host:
         where = "unknown" if inst is None else f"recorded on {inst.host}"
         log.info("domain event %s of instance %s from %s ignored: %s", r.kind, instance_id,
@@ -95,7 +95,7 @@ def _check_detail(r: cmd.DomainReport) -> str:
 async def cloud_inventory(e: Engine, c: cmd.CloudInventory) -> dict[str, int]:
     """What the cloud (Nova) knows now: hosts and servers (vmha.engine.cloudsync);
     hosts the cloud still holds for a finished recovery are enabled again."""
-    counts = e.cloudsync.apply(c)
+    counts = await e.cloudsync.apply(c)
     await e.cloud_holds(frozenset(h.name for h in c.hosts if h.held),
                   frozenset(h.name for h in c.hosts))
     return counts
@@ -109,7 +109,7 @@ async def inventory(e: Engine, c: cmd.Inventory) -> None:
     ids = await _instance_ids(e)
     for dom in c.domains:
         iid = ids.get(dom["uuid"])
-        inst = await e.cluster.get_instance_async(iid) if iid else None
+        inst = await e.cluster.get_instance(iid) if iid else None
         if inst is None or inst.host in (None, c.host):
             continue
         if dom["state"] in RUNNING_STATES:

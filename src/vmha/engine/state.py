@@ -33,9 +33,10 @@ the commit, so no event is published before its change is durable;
 runner's writes and operator answers wait for it, so a job never overtakes
 the host state that caused it). The in-memory store (the simulator's) is
 written in line instead, so a run stays deterministic on its virtual loop.
-Reads of instances and policies have awaited forms (`get_instance_async`,
-...) for the job runner's steps; the synchronous ones remain for callers
-that are not coroutines.
+Instances, jobs and policies are read and written through `io` too (the
+job runner's steps, actions, decisions, the instance watcher, launches,
+the cloud's inventory): no store call of the engine runs on the event loop
+(with the in-memory store, `io` calls it in line).
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
 
 from vmha.adapters.store.aio import async_view
 from vmha.domain import backoff
@@ -53,10 +53,9 @@ from vmha.domain.model import Event, Host, HostState, Instance, Segment
 from vmha.domain.policy import DEFAULT_POLICY, HAPolicy
 from vmha.domain.transitions import transition_host
 from vmha.engine.hostindex import HostIndex
-from vmha.ports import AsyncStore, ListQuery, Page, Store, list_all
+from vmha.ports import AsyncStore, Store, guard_query, list_all_async
 
 log = logging.getLogger("vmha.engine")
-T = TypeVar("T")
 RETRIES = 5  # a write refused as stale is made again on a fresh copy, up to this often
 # the change to write over a current record: (new record, its events), or None
 HostChange = Callable[[Host], tuple[Host, Sequence[Event]] | None]
@@ -107,25 +106,17 @@ class Cluster:
         self._writing = False  # a run taken from the queue is being written
         self._writer: asyncio.Task[None] | None = None
 
-    def refresh(self) -> None:
+    async def catch_up(self) -> None:
         """Catch up with the store: segments (few) read again; of the hosts
         only those whose stored version moved (or that appeared), others
         kept, the deleted dropped; the agents' host names. O(hosts) only in
         names and versions (issue 18: at 10,000 hosts reading every host
         took 0.3 s of the event loop every `store_refresh_s`). The sets are
-        replaced only when something changed, so readers can tell."""
+        replaced only when something changed, so readers can tell. Read
+        through `io` (off the event loop for a real database); the merge
+        keeps what this engine wrote while the reads ran."""
         known = self._known()
-        segments = {s.name: s for s in list_all(self.store.list_segments)}
-        versions = self.store.host_versions()
-        fetched = self.store.get_hosts(_stale(versions, known)) if versions != known else []
-        self._merge(known, segments, versions, fetched, self.store.agent_hosts())
-
-    async def catch_up(self) -> None:
-        """`refresh()` with the store's calls awaited through `io` (off the
-        event loop for a real database); the merge keeps what this engine
-        wrote while the reads ran."""
-        known = self._known()
-        segments = {s.name: s for s in await _list_all(self.io.list_segments)}
+        segments = {s.name: s for s in await list_all_async(self.io.list_segments)}
         versions = await self.io.host_versions()
         fetched = await self.io.get_hosts(_stale(versions, known)) if versions != known else []
         monitored = await self.io.agent_hosts()
@@ -426,67 +417,28 @@ class Cluster:
                 self._keep(replace(host, version=-1))  # differs from any stored
         self.version += 1
 
-    def change_instance(self, instance_id: str, change: InstanceChange) -> Instance | None:
-        """Read the instance, write `change(current)` (the new instance and
-        its events; None: nothing to write), and on StaleWrite (someone
-        changed it meanwhile) read it again and make the change again, so a
-        concurrent change is never lost. None when the instance is gone."""
-        for _ in range(RETRIES):
-            current = self.get_instance(instance_id)
-            if current is None:
-                return None
-            wanted = change(current)
-            if wanted is None:
-                return current
-            new, events = wanted
-            try:
-                stored = self.store.update_instance(new, events)
-            except StaleWrite:
-                continue
-            except NotFound:
-                return None
-            if self.now is not None:
-                self.written_at[instance_id] = self.now()
-            return stored
-        raise StaleWrite("instance", instance_id, -1, -1)
+    # -- instances (read and written through `io`) ---------------------------
 
-    # -- reads --------------------------------------------------------------
+    async def instances(self, host: str | None = None) -> list[Instance]:
+        return await list_all_async(self.io.list_instances,
+                                    {"host": host} if host is not None else None)
 
-    def instances(self, host: str | None = None) -> list[Instance]:
-        filters = {"host": host} if host is not None else None
-        return list_all(self.store.list_instances, filters)
-
-    def get_instance(self, instance_id: str) -> Instance | None:
-        try:
-            return self.store.get_instance(instance_id)
-        except NotFound:
-            return None
-
-    async def instances_async(self, host: str | None = None) -> list[Instance]:
-        filters = {"host": host} if host is not None else {}
-        out: list[Instance] = []
-        marker: str | None = None
-        while True:
-            page = await self.io.list_instances(ListQuery(limit=1000, marker=marker,
-                                                          filters=filters))
-            out.extend(page.items)
-            if not page.next_marker or not page.items:
-                return out
-            marker = page.next_marker
-
-    async def get_instance_async(self, instance_id: str) -> Instance | None:
+    async def get_instance(self, instance_id: str) -> Instance | None:
         try:
             return await self.io.get_instance(instance_id)
         except NotFound:
             return None
 
-    async def change_instance_async(self, instance_id: str,
-                                    change: InstanceChange) -> Instance | None:
-        """`change_instance`, awaited through `io` (after the host changes
-        queued before it are durable)."""
+    async def change_instance(self, instance_id: str,
+                              change: InstanceChange) -> Instance | None:
+        """Read the instance, write `change(current)` (the new instance and
+        its events; None: nothing to write), and on StaleWrite (someone
+        changed it meanwhile) read it again and make the change again, so a
+        concurrent change is never lost. None when the instance is gone.
+        Written after the host changes queued before it are durable."""
         await self.durable()
         for _ in range(RETRIES):
-            current = await self.get_instance_async(instance_id)
+            current = await self.get_instance(instance_id)
             if current is None:
                 return None
             wanted = change(current)
@@ -504,8 +456,8 @@ class Cluster:
             return stored
         raise StaleWrite("instance", instance_id, -1, -1)
 
-    async def policy_of_async(self, instance: Instance, host: Host | None = None) -> HAPolicy:
-        """`policy_of` with the named policy read through `io`."""
+    async def policy_of(self, instance: Instance, host: Host | None = None) -> HAPolicy:
+        """Inline policy, else the named one, else the segment's default."""
         if instance.policy is not None:
             return instance.policy
         for name in self._policy_names(instance, host):
@@ -515,26 +467,23 @@ class Cluster:
                 log.warning("instance %s: policy %r does not exist", instance.id, name)
         return DEFAULT_POLICY
 
+    async def guard_events(self, segment: str) -> list[Event]:
+        """The mass-failure guard's events of `segment`, oldest first
+        (vmha.ports.guard_query): the last one says whether it is paused."""
+        out: list[Event] = []
+        since = 0
+        while True:
+            page = await self.io.list_events(guard_query(segment, since))
+            out.extend(page)
+            if len(page) < 1000:
+                return out
+            since = page[-1].id
+
     def _policy_names(self, instance: Instance, host: Host | None) -> list[str]:
         names: Iterable[str | None] = (instance.policy_name,)
         if host is not None and host.segment in self.segments:
             names = (instance.policy_name, self.segments[host.segment].default_policy)
         return [n for n in names if n]
-
-    def policy_of(self, instance: Instance, host: Host | None = None) -> HAPolicy:
-        """Inline policy, else the named one, else the segment's default."""
-        if instance.policy is not None:
-            return instance.policy
-        names: Iterable[str | None] = (instance.policy_name,)
-        if host is not None and host.segment in self.segments:
-            names = (instance.policy_name, self.segments[host.segment].default_policy)
-        for name in names:
-            if name:
-                try:
-                    return self.store.get_policy(name).policy
-                except NotFound:
-                    log.warning("instance %s: policy %r does not exist", instance.id, name)
-        return DEFAULT_POLICY
 
 
 def _reapply(current: Host, pending: Sequence[_Pending]) -> tuple[Host, list[Event]]:
@@ -556,18 +505,6 @@ def _reapply(current: Host, pending: Sequence[_Pending]) -> tuple[Host, list[Eve
 def _stale(versions: Mapping[str, int], known: Mapping[str, int]) -> list[str]:
     """Hosts whose stored version differs from the cached one, or new."""
     return [name for name, version in versions.items() if known.get(name) != version]
-
-
-async def _list_all(fetch: Callable[[ListQuery], Awaitable[Page[T]]]) -> list[T]:
-    """Every item of a paged list call, awaited (`list_all` for `io`)."""
-    out: list[T] = []
-    marker: str | None = None
-    while True:
-        page = await fetch(ListQuery(limit=1000, marker=marker))
-        out.extend(page.items)
-        if not page.next_marker or not page.items:
-            return out
-        marker = page.next_marker
 
 
 def _moved(host: Host, to: HostState, reason: str, now: float, event_type: str | None,

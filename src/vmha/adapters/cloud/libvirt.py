@@ -33,7 +33,7 @@ import asyncio
 import logging
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +126,7 @@ def _own_xml(xml: str, name: str, uuid: str) -> str:
 class LibvirtCloud:
     """The Cloud port over the hosts' agents."""
 
-    def __init__(self, store: Store, policy_of: Callable[[Instance], HAPolicy],
+    def __init__(self, store: Store, policy_of: Callable[[Instance], Awaitable[HAPolicy]],
                  image_dir: Path | None, request_timeout_s: float = 30.0,
                  health_timeout_s: float = 1.0, client: httpx.AsyncClient | None = None) -> None:
         self._store = store
@@ -145,7 +145,8 @@ class LibvirtCloud:
         if instance.spec is None:
             raise ValidationError("spec", f"instance {instance.name} has no spec: vmha cannot "
                                   "define it; give it one (PATCH /v1/instances/{id})")
-        xml = domain_xml(instance, instance.spec, self._policy_of(instance), self._image_dir)
+        xml = domain_xml(instance, instance.spec, await self._policy_of(instance),
+                         self._image_dir)
         uuid = domain_uuid(instance.id)
         view = await self._call(host, "PUT", f"/v1/domains/{uuid}",
                                 {"xml": xml, "start": not stopped})

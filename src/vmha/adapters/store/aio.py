@@ -18,6 +18,9 @@ inventory, host writes, events, jobs, instances, agents);
   thread would run in real time): called directly, so a run stays
   deterministic; `inline` tells callers that awaiting it costs no time.
 
+Both are `_Awaited`: every call is written once, and only how a call is
+made (`_run`) differs.
+
 Why not `asyncio.to_thread`: the loop's default executor is shared with
 everything else in the process (the API's thread pool routes, DNS); a slow
 database would then queue behind those, and they behind it.
@@ -32,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from vmha.domain.model import Event, Host, Instance, Job, Segment
-from vmha.ports import AsyncStore, ListQuery, NamedPolicy, Page, Store
+from vmha.ports import AsyncStore, EventQuery, ListQuery, NamedPolicy, Page, Store
 
 T = TypeVar("T")
 POOL_THREADS = 4  # the engine's reads and writes in flight at once
@@ -57,8 +60,8 @@ def async_view(store: Store) -> AsyncStore:
     return ThreadedStore(store)
 
 
-class ThreadedStore:
-    """A blocking store's calls, each run in the pool's threads."""
+class _Awaited:
+    """Every awaited call of `AsyncStore`, made through `_run`."""
 
     inline = False
 
@@ -66,10 +69,14 @@ class ThreadedStore:
         self.store = store
 
     async def _run(self, call: Callable[..., T], *args: object) -> T:
-        return await asyncio.get_running_loop().run_in_executor(_executor(), call, *args)
+        raise NotImplementedError
 
+    # inventory
     async def list_segments(self, query: ListQuery) -> Page[Segment]:
         return await self._run(self.store.list_segments, query)
+
+    async def create_segment(self, segment: Segment, events: Sequence[Event] = ()) -> Segment:
+        return await self._run(self.store.create_segment, segment, events)
 
     async def host_versions(self) -> dict[str, int]:
         return await self._run(self.store.host_versions)
@@ -77,12 +84,17 @@ class ThreadedStore:
     async def get_hosts(self, names: Sequence[str]) -> list[Host]:
         return await self._run(self.store.get_hosts, names)
 
+    async def create_host(self, host: Host, events: Sequence[Event] = ()) -> Host:
+        return await self._run(self.store.create_host, host, events)
+
+    # agents
     async def agent_hosts(self) -> frozenset[str]:
         return await self._run(self.store.agent_hosts)
 
     async def agent_marks(self) -> dict[str, int]:
         return await self._run(self.store.agent_marks)
 
+    # host writes
     async def update_hosts(
         self, changes: Sequence[tuple[Host, Sequence[Event]]]
     ) -> list[Host | None]:
@@ -94,9 +106,14 @@ class ThreadedStore:
     async def get_host(self, name: str) -> Host:
         return await self._run(self.store.get_host, name)
 
+    # events
     async def append_events(self, events: Sequence[Event]) -> list[Event]:
         return await self._run(self.store.append_events, events)
 
+    async def list_events(self, query: EventQuery) -> list[Event]:
+        return await self._run(self.store.list_events, query)
+
+    # jobs
     async def create_job(self, job: Job, events: Sequence[Event] = ()) -> Job:
         return await self._run(self.store.create_job, job, events)
 
@@ -111,6 +128,10 @@ class ThreadedStore:
     ) -> Job:
         return await self._run(self.store.save_job, job, expected_generation, events)
 
+    # instances and policies
+    async def create_instance(self, instance: Instance, events: Sequence[Event] = ()) -> Instance:
+        return await self._run(self.store.create_instance, instance, events)
+
     async def get_instance(self, instance_id: str) -> Instance:
         return await self._run(self.store.get_instance, instance_id)
 
@@ -120,69 +141,26 @@ class ThreadedStore:
     async def update_instance(self, instance: Instance, events: Sequence[Event] = ()) -> Instance:
         return await self._run(self.store.update_instance, instance, events)
 
+    async def delete_instance(self, instance_id: str, events: Sequence[Event] = ()) -> None:
+        return await self._run(self.store.delete_instance, instance_id, events)
+
     async def get_policy(self, name: str) -> NamedPolicy:
         return await self._run(self.store.get_policy, name)
 
 
-class InlineStore:
-    """A store that never blocks, called directly (see the module doc)."""
+class ThreadedStore(_Awaited):
+    """A blocking store's calls, each run in the pool's threads."""
+
+    async def _run(self, call: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(_executor(), call, *args)
+
+
+class InlineStore(_Awaited):
+    """A store that never blocks, called directly (see the module doc): the
+    awaits complete without giving the loop a turn, so the simulator's
+    runs keep their order."""
 
     inline = True
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    async def list_segments(self, query: ListQuery) -> Page[Segment]:
-        return self.store.list_segments(query)
-
-    async def host_versions(self) -> dict[str, int]:
-        return self.store.host_versions()
-
-    async def get_hosts(self, names: Sequence[str]) -> list[Host]:
-        return self.store.get_hosts(names)
-
-    async def agent_hosts(self) -> frozenset[str]:
-        return self.store.agent_hosts()
-
-    async def agent_marks(self) -> dict[str, int]:
-        return self.store.agent_marks()
-
-    async def update_hosts(
-        self, changes: Sequence[tuple[Host, Sequence[Event]]]
-    ) -> list[Host | None]:
-        return self.store.update_hosts(changes)
-
-    async def update_host(self, host: Host, events: Sequence[Event] = ()) -> Host:
-        return self.store.update_host(host, events)
-
-    async def get_host(self, name: str) -> Host:
-        return self.store.get_host(name)
-
-    async def append_events(self, events: Sequence[Event]) -> list[Event]:
-        return self.store.append_events(events)
-
-    async def create_job(self, job: Job, events: Sequence[Event] = ()) -> Job:
-        return self.store.create_job(job, events)
-
-    async def get_job(self, job_id: str) -> Job:
-        return self.store.get_job(job_id)
-
-    async def list_jobs(self, query: ListQuery) -> Page[Job]:
-        return self.store.list_jobs(query)
-
-    async def save_job(
-        self, job: Job, expected_generation: int, events: Sequence[Event] = ()
-    ) -> Job:
-        return self.store.save_job(job, expected_generation, events)
-
-    async def get_instance(self, instance_id: str) -> Instance:
-        return self.store.get_instance(instance_id)
-
-    async def list_instances(self, query: ListQuery) -> Page[Instance]:
-        return self.store.list_instances(query)
-
-    async def update_instance(self, instance: Instance, events: Sequence[Event] = ()) -> Instance:
-        return self.store.update_instance(instance, events)
-
-    async def get_policy(self, name: str) -> NamedPolicy:
-        return self.store.get_policy(name)
+    async def _run(self, call: Callable[..., T], *args: object) -> T:
+        return call(*args)

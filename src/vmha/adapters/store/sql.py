@@ -324,7 +324,7 @@ class SqlStore:
     def host_versions(self) -> dict[str, int]:
         with self._tx() as conn:
             return {name: int(version) for name, version in conn.execute(
-                sa.select(t.hosts.c.name, t.hosts.c.version)).tuples()}
+                sa.select(t.hosts.c.name, t.hosts.c.version))}
 
     def get_hosts(self, names: Sequence[str]) -> list[Host]:
         with self._tx() as conn:
