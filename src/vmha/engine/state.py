@@ -1,9 +1,9 @@
 """The controller's view of the cluster, written through to the Store.
 
 Used by every engine part (detection, jobs, instances). Segments and hosts
-are cached in memory (the detector reads them ten times a second) and every
-change is written to the store together with its event before the cache is
-updated; `refresh()` re-reads them so changes made through the API appear.
+are cached in memory (the detector reads them ten times a second), every
+change written to the store together with its event (behind, see below);
+`catch_up()` re-reads them so changes made through the API appear.
 Instances and jobs are read from the store when needed.
 
 Writes are changes made over the current record (`change_host`,
