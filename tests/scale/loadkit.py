@@ -24,6 +24,7 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
+import random
 import signal
 import socket
 import statistics
@@ -333,8 +334,11 @@ class Serve:
 
 
 def free_udp_port(address: str = "127.0.0.1") -> int:
-    """A UDP port free on `address`, below the ephemeral range (32768)."""
-    for port in range(21000, 32000, 7):
+    """A UDP port free on `address`, below the ephemeral range (32768),
+    tried from a random place (two runs at once do not race for one)."""
+    ports = list(range(21000, 32000, 7))
+    start = random.randrange(len(ports))
+    for port in ports[start:] + ports[:start]:
         with contextlib.suppress(OSError), socket.socket(socket.AF_INET,
                                                          socket.SOCK_DGRAM) as sock:
             sock.bind((address, port))

@@ -191,7 +191,9 @@ def test_heartbeats_keep_their_latency_while_every_store_call_takes_200_ms(
           f"{max(source.delays, default=0):.3f} s; store calls while measured {slow.calls}")
     # a re-read is three calls (0.6 s) every store_refresh_s (1 s): at least three re-reads
     assert slow.calls >= 3 * 3, "the engine did not re-read the store while measured"
-    assert len(source.delays) >= len(HOSTS) * MEASURED_S / INTERVAL_S * 0.8
+    # enough heartbeats to judge by (a loaded machine sends fewer: the
+    # senders share its cores); that none was late is the point
+    assert len(source.delays) >= len(HOSTS) * MEASURED_S / INTERVAL_S * 0.5
     assert slow.on_loop == [], "store calls made on the event loop"
     assert late == [], f"{len(late)} heartbeats reached the detector late"
     assert trouble == []
@@ -230,7 +232,9 @@ def test_a_mass_silence_with_a_slow_store_does_not_delay_heartbeats(tmp_path: Pa
     print(f"suspected {len(suspected)}, handed over while measured {len(source.delays)}, "
           f"slowest {max(source.delays, default=0):.3f} s; store calls {slow.calls}")
     assert suspected == set(SILENCED), "the mass silence was not written in the window"
-    assert len(source.delays) >= len(HOSTS) * MEASURED_S / INTERVAL_S * 0.8
+    # enough heartbeats to judge by (a loaded machine sends fewer: the
+    # senders share its cores); that none was late is the point
+    assert len(source.delays) >= len(HOSTS) * MEASURED_S / INTERVAL_S * 0.5
     assert slow.on_loop == [], "store calls made on the event loop"
     assert late == [], f"{len(late)} heartbeats reached the detector late"
     assert trouble == []

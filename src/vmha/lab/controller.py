@@ -94,6 +94,13 @@ def cloud_section(settings: Mapping[str, Any], cloud: str = "") -> str:
             f"image_dir = {json.dumps(str(settings['image_dir']))}\n")
 
 
+# The lab's own [controller] defaults (a lab's `controller` settings win):
+# its guests boot under TCG on a machine that may be busy with other work,
+# so a start is verified for up to 90 s instead of 30 s (only a failure
+# waits longer; a guest that answers is verified at once).
+LAB_CONTROLLER: Mapping[str, Any] = {"verify_timeout_s": 90.0}
+
+
 def write_config(ctl_dir: Path, address: str, port: int, tokens: Mapping[str, str],
                  settings: Mapping[str, Any], bmcs: Mapping[str, Any] | None = None,
                  cloud: str = "", *, store_url: str = "",
@@ -119,7 +126,8 @@ def write_config(ctl_dir: Path, address: str, port: int, tokens: Mapping[str, st
         f"heartbeat_interval_s = {float(settings['heartbeat_interval_s'])}\n"
         f"self_fence_deadline_s = {self_fence_deadline(settings)}\n"
         f"default_fence_levels = {q(LEVELS_WITH_BMC if bmcs else LEVELS_WITHOUT_BMC)}\n"
-        + "".join(f"{k} = {q(v)}\n" for k, v in sorted(settings.get("controller", {}).items()))
+        + "".join(f"{k} = {q(v)}\n" for k, v in
+                  sorted({**LAB_CONTROLLER, **settings.get("controller", {})}.items()))
         + cloud_section(settings, cloud)
         + bmc_sections(bmcs or {}, fencing)
         + extra
