@@ -8,6 +8,7 @@ power-off in the same browser.)"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -175,7 +176,11 @@ def test_resume_a_paused_segment(browser: Any, serve: Serve) -> None:
         .observe(el, {childList: true, characterData: true, subtree: true});
     }""")
     page.get_by_role("button", name="Resume recovery in rack1").click()
-    page.wait_for_function("window.__said.some(t => t.includes('resumed'))", timeout=WAIT_MS)
+    said = "() => window.__said.some(t => t.includes('resumed'))"  # no eval under the CSP
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while not page.evaluate(said):
+        assert time.monotonic() < deadline, f"never said resumed: {page.evaluate('window.__said')}"
+        page.wait_for_timeout(100)
     page.get_by_role("alert").filter(has_text="Recovery paused").wait_for(
         state="detached", timeout=WAIT_MS)
     assert page.evaluate("window.__notReloaded") is True
