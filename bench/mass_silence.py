@@ -15,9 +15,12 @@ store held every silenced host as suspect.
 Writes bench/results/mass_silence.json (one entry per --label and host count,
 replaced when measured again; settings, date, commit and load average with
 each). The code measured is the one imported: `PYTHONPATH=<tree>/src` runs
-an older tree's engine (label it so), e.g. main before the write-behind:
-    git archive a5d56a4 src | tar -x -C /tmp/before
+an older tree's engine (label it so):
+    git archive COMMIT src | tar -x -C /tmp/before
     PYTHONPATH=/tmp/before/src .venv/bin/python bench/mass_silence.py --label before
+The `before` figures were measured on a5d56a4 (the engine before the
+write-behind), a commit of the work that landed squashed into 53fe2c2: it
+is not in this history, and no commit in it has that engine.
 
 Usage: flock /tmp/vmha-lab.lock .venv/bin/python bench/mass_silence.py --hosts 10000
 """
