@@ -20,10 +20,11 @@ launch and the cloud's inventory.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,13 +34,15 @@ from vmha.adapters.heartbeat.wire import Datagram, Kind, encode
 from vmha.adapters.peer.fake import FakePeerProber
 from vmha.adapters.store import open_store
 from vmha.adapters.system import SystemClock, UuidGen
+from vmha.config import Settings
+from vmha.controller.fencers import build_fencers
 from vmha.controller.inbox import Inbox
 from vmha.domain import commands as cmd
 from vmha.domain.agents import AgentRecord
 from vmha.domain.model import Host, Instance, InstanceSpec, InstanceState, Segment
 from vmha.domain.policy import HAPolicy, LayerMode
 from vmha.engine import ControllerSettings, Engine
-from vmha.ports import EventQuery, HeartbeatBatch, ListQuery
+from vmha.ports import EventQuery, Fencer, HeartbeatBatch, ListQuery
 
 T = TypeVar("T")
 DELAY_S = 0.2  # added to every store call
@@ -61,6 +64,7 @@ class SlowStore:
         self.watching = False
         self.on_loop: list[str] = []
         self.calls = 0
+        self.called: set[str] = set()  # names of the calls made while watching
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._store, name)
@@ -70,6 +74,7 @@ class SlowStore:
         def slow(*args: Any, **kwargs: Any) -> Any:
             if self.watching:
                 self.calls += 1
+                self.called.add(name)
             if threading.current_thread() is self.loop_thread:
                 self.on_loop.append(name)
             time.sleep(DELAY_S)
@@ -144,11 +149,13 @@ def seeded_store(path: Path, hosts: tuple[str, ...] = HOSTS) -> tuple[Any, dict[
 async def run_engine(slow: SlowStore, source: Recorder,
                      at_window: Callable[[], None] = lambda: None,
                      window: Callable[[], Awaitable[T]] | None = None,
-                     inbox: Inbox | None = None) -> T | None:
+                     inbox: Inbox | None = None,
+                     fencers: Mapping[str, Fencer] | None = None) -> T | None:
     """The engine from its start until the end of the measured window:
     MEASURED_S, or as long as `window` takes (what it returns)."""
     settings = ControllerSettings(heartbeat_interval_s=INTERVAL_S, store_refresh_s=1.0)
-    engine = Engine(settings, slow, SystemClock(), UuidGen(), fencers={}, cloud=NoCloud(),
+    engine = Engine(settings, slow, SystemClock(), UuidGen(), fencers=fencers or {},
+                    cloud=NoCloud(),
                     prober=FakePeerProber(), inbox=inbox, heartbeats=source)
     slow.loop_thread = threading.current_thread()
     task = asyncio.ensure_future(engine.run())
@@ -331,3 +338,37 @@ def test_requests_and_reports_make_no_store_call_on_the_event_loop(tmp_path: Pat
     assert len(source.delays) >= len(HOSTS) * measured / INTERVAL_S * 0.8
     assert late == [], f"{len(late)} heartbeats reached the detector late"
     assert trouble == []
+
+
+def test_a_silent_hosts_bmc_is_looked_up_off_the_event_loop(tmp_path: Path) -> None:
+    """h4 (fenced by redfish) stops sending while every store call takes
+    200 ms: the BMC fast path and the confirmation read its BMC through
+    the controller's fencers, whose lookup reads the store (a stored BMC
+    wins over the config) in a thread, so the hosts still sending are
+    handed to the detector in time. (Before, each read made that store
+    call on the event loop.)"""
+    store, secrets = seeded_store(tmp_path / "vmha.db")
+    h4 = store.get_host("h4")
+    store.update_host(dataclasses.replace(h4, fence_levels=(("redfish",),)))
+    intake = HeartbeatIntake(IntakeSettings("127.0.0.1", 0, 1024 * 1024))
+    intake.set_secrets(secrets)
+    intake.start()
+    stop, muted = threading.Event(), set[str]()
+    send_heartbeats(intake.address, secrets, stop, muted)
+    live = frozenset(HOSTS) - {"h4"}
+    slow, source = SlowStore(store), Recorder(intake, live)
+    fencers = build_fencers(Settings(), lambda host: host, slow)
+    try:
+        asyncio.run(run_engine(slow, source, lambda: muted.add("h4"), fencers=fencers))
+    finally:
+        stop.set()
+        intake.close()
+    events = store.list_events(EventQuery(limit=1000))
+    store.close()
+    late = sorted(d for d in source.delays if d > LATE_S)
+    print(f"handed over {len(source.delays)}, slowest {max(source.delays, default=0):.3f} s; "
+          f"h4: {[e.type for e in events if e.subject == 'h4']}")
+    assert "get_bmc" in slow.called, "h4's BMC was not looked up while measured"
+    assert slow.on_loop == [], "store calls made on the event loop"
+    assert late == [], f"{len(late)} heartbeats reached the detector late"
+    assert [e.type for e in events if e.type in TROUBLE and e.subject in live] == []

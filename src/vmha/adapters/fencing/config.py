@@ -40,6 +40,9 @@ class BmcEndpoint:
         return f"{self.username}@{where}"
 
 
+# A host's BMC. It may block (the controller's reads the store first,
+# vmha.controller.fencers): the fencers call it in a thread of their own,
+# never on the event loop, as they do the BMC's session.
 BmcLookup = Callable[[str], BmcEndpoint]
 
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from vmha.adapters.fencing.config import BmcEndpoint, BmcLookup
+from vmha.adapters.fencing.config import BmcEndpoint, BmcLookup, run_blocking
 from vmha.domain.errors import ConfigError, TemporaryError
 from vmha.domain.model import Host
 from vmha.ports import PowerState
@@ -78,7 +78,7 @@ class FenceAgentFencer:
 
     async def _run(self, host: Host, action: str) -> tuple[int, str]:
         """Run the agent once; (exit code, its output with the password blanked)."""
-        endpoint = self._lookup(host.name)
+        endpoint = await run_blocking(self._lookup, host.name)
         stdin = _stdin_lines({**agent_options(endpoint), **self._options, "action": action})
         executable = shutil.which(self.agent)
         if executable is None:
@@ -164,15 +164,15 @@ class PerHostAgentFencer:
         self._targets = targets
         self.timeout_s = timeout_s
 
-    def _fencer(self, host: Host) -> FenceAgentFencer:
-        t = self._targets(host.name)
+    async def _fencer(self, host: Host) -> FenceAgentFencer:
+        t = await run_blocking(self._targets, host.name)  # it may read the store
         return FenceAgentFencer(t.agent, lambda _name: t.endpoint, t.options, self.timeout_s)
 
     async def power_status(self, host: Host) -> PowerState:
-        return await self._fencer(host).power_status(host)
+        return await (await self._fencer(host)).power_status(host)
 
     async def power_off(self, host: Host) -> None:
-        await self._fencer(host).power_off(host)
+        await (await self._fencer(host)).power_off(host)
 
     async def power_on(self, host: Host) -> None:
-        await self._fencer(host).power_on(host)
+        await (await self._fencer(host)).power_on(host)

@@ -72,7 +72,7 @@ class IpmiFencer:
         log.info("ipmi: power cycle accepted for host %s", host.name)
 
     async def _call(self, host: Host, op: str, action: Callable[[Any], T]) -> T:
-        endpoint = self._lookup(host.name)
+        endpoint = await run_blocking(self._lookup, host.name)
         where = f"{endpoint.address}:{endpoint.port or IPMI_PORT}"
         try:
             work = run_blocking(_with_session, endpoint, action)

@@ -80,7 +80,7 @@ class RedfishFencer:
         log.info("redfish: On accepted for host %s", host.name)
 
     async def _call(self, host: Host, op: str, action: Callable[[Any], T]) -> T:
-        endpoint = self._lookup(host.name)
+        endpoint = await run_blocking(self._lookup, host.name)
         where = endpoint.address + (endpoint.system or "")
         try:
             work = run_blocking(self._on_system, endpoint, action)
