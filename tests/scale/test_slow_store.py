@@ -335,7 +335,7 @@ def test_requests_and_reports_make_no_store_call_on_the_event_loop(tmp_path: Pat
     assert direct.finished and done["vm3"].state is InstanceState.ERROR
     assert done["counts"]["hosts"] == 1 and done["counts"]["created"] == 1
     assert hosts["c5"] == "s2" and instances == {"vm1", "vm2", "vm3", "vm4"}
-    assert len(source.delays) >= len(HOSTS) * measured / INTERVAL_S * 0.8
+    assert len(source.delays) >= len(HOSTS) * measured / INTERVAL_S * 0.5  # enough to judge
     assert late == [], f"{len(late)} heartbeats reached the detector late"
     assert trouble == []
 
@@ -369,6 +369,7 @@ def test_a_silent_hosts_bmc_is_looked_up_off_the_event_loop(tmp_path: Path) -> N
     print(f"handed over {len(source.delays)}, slowest {max(source.delays, default=0):.3f} s; "
           f"h4: {[e.type for e in events if e.subject == 'h4']}")
     assert "get_bmc" in slow.called, "h4's BMC was not looked up while measured"
+    assert len(source.delays) >= len(live) * MEASURED_S / INTERVAL_S * 0.5  # enough to judge
     assert slow.on_loop == [], "store calls made on the event loop"
     assert late == [], f"{len(late)} heartbeats reached the detector late"
     assert [e.type for e in events if e.type in TROUBLE and e.subject in live] == []
