@@ -284,7 +284,12 @@ class LocalApp:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer((net.BRIDGE_ADDR, 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 128  # a real server's backlog, not socketserver's 5:
+            # the agent starts the checks due within 0.1 s together, and 5 SYNs
+            # beyond the backlog would be dropped (a retry 1 s later: a timeout)
+
+        self.server = Server((net.BRIDGE_ADDR, 0), Handler)
         self.address = (net.BRIDGE_ADDR, int(self.server.server_address[1]))
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 

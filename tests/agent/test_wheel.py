@@ -76,17 +76,17 @@ def test_a_wake_up_fires_what_is_due_within_its_batch_but_never_late_nor_too_ear
     async def main() -> None:
         wheel = Wheel(clock)
         wheel.add(1.0, 100.00, fire("a"))
-        wheel.add(1.0, 100.04, fire("b"))  # within BATCH_S of a: fires with it
+        wheel.add(1.0, 100.08, fire("b"))  # within BATCH_S of a: fires with it
         wheel.add(0.2, 100.03, fire("short"))  # may be 0.02 s early only: its own wake-up
-        wheel.add(1.0, 100.30, fire("c"))  # beyond BATCH_S: its own wake-up
+        wheel.add(1.0, 100.35, fire("c"))  # beyond BATCH_S of any other: its own wake-up
         await asyncio.sleep(2.1)
         await wheel.close()
 
     run_virtual(main(), start=100.0)
     times = {name: [t for n, t in fired if n == name] for name in ("a", "b", "short", "c")}
     assert times["a"] == [100.0, 101.0, 102.0]
-    assert times["b"] == [100.0, 101.0, 102.0]  # 0.04 s early, on its 100.04 + k grid
-    assert times["c"] == [100.3, 101.3]
+    assert times["b"] == [100.0, 101.0, 102.0]  # 0.08 s early, on its 100.08 + k grid
+    assert times["c"] == [100.35, 101.35]
     assert times["short"][0] == 100.03
     slots = [100.03 + 0.2 * k for k in range(len(times["short"]))]
     assert len(times["short"]) == 11

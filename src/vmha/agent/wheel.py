@@ -35,7 +35,7 @@ from vmha.ports import Clock
 log = logging.getLogger(__name__)
 
 LATE_OK_S = 0.001  # a wake-up this close before a slot fires it (timer granularity)
-BATCH_S = 0.05  # a wake-up fires the entries due this soon with it ...
+BATCH_S = 0.1  # a wake-up fires the entries due this soon with it ...
 BATCH_SHARE = 0.1  # ... but none more than this share of its interval early
 
 
