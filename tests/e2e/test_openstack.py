@@ -21,12 +21,15 @@ moved but published, the Aodh alarm through Ceilometer); host1 back
 evacuated twice); Nova's API down for 20 s during a recovery (retried,
 nothing lost); then every server replaced by a layout with room for one
 more on the survivors: the higher priority of host1's two moves, the other
-is `instance.unplaceable`; last, the controller restarted with `[openstack]
-target = "scheduler"`: Nova's scheduler picks the hosts, vmha records them;
-then a project's token sees exactly its servers, and the actions API
-stops, starts, restarts, resets and rebuilds one through Nova; last, a
-server whose metadata gives its application the escalation `rebuild`
-(`vmha:app_actions`) has its application fail: Nova rebuilds it.
+is `instance.unplaceable`; the members of a Nova anti-affinity server
+group kept apart by vmha's planner; a new server known to vmha from Nova's
+notifications alone (the periodic sync an hour apart); then the controller
+restarted with `[openstack] target = "scheduler"`: Nova's scheduler picks
+the hosts, vmha records them; then a project's token sees exactly its
+servers, and the actions API stops, starts, restarts, resets and rebuilds
+one through Nova; last, a server whose metadata gives its application the
+escalation `rebuild` (`vmha:app_actions`) has its application fail: Nova
+rebuilds it.
 """
 
 from __future__ import annotations
@@ -379,10 +382,12 @@ def clear_servers(lab: Lab) -> None:
     lab.ids.clear()
 
 
-def boot_as(lab: Lab, name: str, host: str, flavor: str, meta: dict[str, str]) -> None:
+def boot_as(lab: Lab, name: str, host: str, flavor: str, meta: dict[str, str],
+            hints: dict[str, str] | None = None) -> None:
     flavors = {f["name"]: f["id"] for f in lab.nova.call("GET", "compute", "/flavors")["flavors"]}
     image = lab.nova.call("GET", "image", f"/v2/images?name={layout.IMAGE}")["images"][0]["id"]
-    lab.ids[name] = servers.boot(lab.nova, name, host, meta, flavors[flavor], image)
+    lab.ids[name] = servers.boot(lab.nova, name, host, meta, flavors[flavor], image,
+                                 hints=hints)
 
 
 def test_not_enough_capacity_highest_priority_first_the_rest_unplaceable(lab: Lab) -> None:
@@ -409,6 +414,72 @@ def test_not_enough_capacity_highest_priority_first_the_rest_unplaceable(lab: La
     assert lab.server("cap-lo")["OS-EXT-SRV-ATTR:host"] == "host1"
     assert not lab.events("instance.unplaceable", lab.ids["cap-hi"], since)
     back(lab, "host1")
+
+
+def test_novas_anti_affinity_group_members_stay_apart_after_a_recovery(lab: Lab) -> None:
+    """A real Nova server group (policy anti-affinity) with aa-1 on host1
+    and aa-2 on host2; host3 carries a filler, so host2 has the most room.
+    host1 fails: vmha's planner sends aa-1 to host3, never next to aa-2 —
+    one evacuation, no move Nova had to fail."""
+    clear_servers(lab)
+    group = lab.nova.call("POST", "compute", "/os-server-groups", {"server_group": {
+        "name": "vmha-e2e-aa", "policy": "anti-affinity"}})["server_group"]["id"]
+    hint = {"group": group}
+    boot_as(lab, "aa-1", "host1", "vmha.tiny", {"vmha:host": "auto"}, hint)
+    boot_as(lab, "aa-2", "host2", "vmha.tiny", {"vmha:host": "auto"}, hint)
+    boot_as(lab, "aa-fill", "host3", "vmha.small", {"vmha:host": "off"})
+    servers.wait_active(lab.nova, list(lab.ids.values()))
+    servers.wait_known(state.load(lab.dir), list(lab.ids.values()))
+    for name in ("aa-1", "aa-2"):
+        wait_for(lambda n=name: lab.api.get(f"/v1/instances/{lab.ids[n]}").json()
+                 ["anti_affinity_group"] == f"nova:{group}", 60, f"{name} in nova:{group}")
+    since = lab.cursor()
+    faults.fail(lab.dir, "host1", "power-off")
+    wait_for(lambda: lab.settled(["aa-1"], "host1"), 90, "aa-1 moved off host1")
+    assert lab.server("aa-1")["OS-EXT-SRV-ATTR:host"] == "host3"
+    assert lab.server("aa-2")["OS-EXT-SRV-ATTR:host"] == "host2"
+    assert [m["dest_compute"] for m in lab.migrations("aa-1")] == ["host3"]
+    going = lab.events("instance.evacuating", lab.ids["aa-1"], since)
+    assert [e["payload"]["reason"] for e in going] == ["moving from host1 to host3"]
+    back(lab, "host1")
+
+
+def restart_with(lab: Lab, old: str, new: str,
+                 while_down: Callable[[], object] = lambda: None) -> None:
+    """Restart the lab's controller with `old` replaced by `new` in its
+    config, calling `while_down` while it is stopped."""
+    ctl = state.load(lab.dir)["controller"]
+    config = Path(ctl["config"])
+    text = config.read_text()
+    assert old in text, f"{old!r} not in {config}"
+    config.write_text(text.replace(old, new, 1))
+    lab_controller.kill_controller(ctl)
+    while_down()
+    lab_controller.restart_controller(ctl)
+    save_part(lab.dir, "controller", ctl)
+
+
+def test_a_server_created_in_nova_is_known_from_novas_notifications(lab: Lab) -> None:
+    """With the periodic sync an hour apart, only Nova's notifications can
+    tell the controller of a new server. note-0 (booted while the
+    controller is down) is known once its first sync after the restart has
+    run; note-1, booted after that, must be known within seconds."""
+    periodic, hourly = "inventory_interval_s = 10.0\n", "inventory_interval_s = 3600.0\n"
+    try:
+        restart_with(lab, periodic, hourly, lambda: boot_as(
+            lab, "note-0", "host2", "vmha.tiny", {"vmha:host": "off"}))
+        # the syncs run one after the other, the first at the start: once
+        # one has seen note-0, the rest are woken by notifications only
+        servers.wait_known(state.load(lab.dir), [lab.ids["note-0"]])
+        boot_as(lab, "note-1", "host3", "vmha.tiny", {"vmha:host": "off"})
+        booted = time.monotonic()
+        known = wait_for(lambda: lab.api.get(f"/v1/instances/{lab.ids['note-1']}")
+                         .status_code == 200 and time.monotonic(), 120,
+                         "note-1 known to vmha from Nova's notifications")
+        assert lab.api.get(f"/v1/instances/{lab.ids['note-1']}").json()["host"] == "host3"
+        print(f"note-1 known {known - booted:.1f} s after Nova accepted its creation")
+    finally:
+        restart_with(lab, hourly, periodic)
 
 
 def project_tokens(lab: Lab) -> dict[str, str]:

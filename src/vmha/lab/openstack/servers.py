@@ -112,11 +112,16 @@ def _ids(s: Session) -> tuple[str, str]:
 
 
 def boot(s: Session, name: str, host: str, metadata: Mapping[str, str],
-         flavor: str, image: str, timeout_s: float = 30.0) -> str:
-    """Create one server on `host`; its id. Retries while the scheduler has
-    not mapped a fresh compute to the cell yet (Nova answers 400 then)."""
-    body = {"server": {"name": name, "flavorRef": flavor, "imageRef": image,
-                       "networks": "none", "host": host, "metadata": dict(metadata)}}
+         flavor: str, image: str, timeout_s: float = 30.0,
+         hints: Mapping[str, str] | None = None) -> str:
+    """Create one server on `host` (with scheduler `hints`, e.g. a server
+    group); its id. Retries while the scheduler has not mapped a fresh
+    compute to the cell yet (Nova answers 400 then)."""
+    body: dict[str, Any] = {"server": {
+        "name": name, "flavorRef": flavor, "imageRef": image, "networks": "none",
+        "host": host, "metadata": dict(metadata)}}
+    if hints:
+        body["os:scheduler_hints"] = dict(hints)
     deadline = time.monotonic() + timeout_s
     while True:
         try:
