@@ -184,6 +184,15 @@ def test_the_sync_writes_nothing_itself_and_skips_rounds_while_it_does_not_lead(
     assert [s.id for s in asked[0].servers] == ["s1"]
 
 
+async def h1_fails_and_returns(w: World) -> None:
+    """h1 loses power 30 s after the engine started, and is back 30 s later."""
+    await asyncio.sleep(30)
+    w.power_off("h1")
+    await asyncio.sleep(30)
+    w.silent.discard("h1")
+    w.prober.heal("h1")
+
+
 def held(*names: str) -> cmd.CloudInventory:
     """Nova's hosts h1..h3, `names` still disabled by a recovery job of vmha."""
     return cmd.CloudInventory(tuple(cmd.CloudHost(h, "s1", held=h in names)
@@ -201,11 +210,7 @@ def test_a_host_the_cloud_still_holds_after_a_controller_restart_is_enabled() ->
         w.add_vm("vm1", "h1")
         w.cloud.enable_refusals["h1"] = 1000
         w.start()
-        await asyncio.sleep(30)
-        w.power_off("h1")
-        await asyncio.sleep(30)
-        w.silent.discard("h1")
-        w.prober.heal("h1")
+        await h1_fails_and_returns(w)
         await asyncio.sleep(45)  # up again (30 s healthy), re-enable refused
         assert w.host_state("h1") == "up" and "h1" in w.cloud.disabled
         await w.stop_controller()
@@ -268,6 +273,40 @@ def test_nova_services_disabled_by_a_recovery_job_are_held() -> None:
     cfg = OpenStackConfig(auth_url="http://k/v3", default_segment="cloud")
     command = inventory_command(Snapshot(tuple(hosts.values()), ()), cfg)
     assert [h.held for h in command.hosts] == [True, False, False]
+
+
+def test_a_host_held_for_an_operator_stays_out_until_maintenance_on_and_off() -> None:
+    """Segment s1 holds recovered hosts (`hold_recovered_hosts`): h1 comes
+    back and stays `recovered`, and Nova's service stays disabled even when
+    the inventory says vmha's job holds it. An operator's maintenance on,
+    then off, makes h1 up; the next inventory enables it in Nova
+    (docs/openstack.md, "Host return")."""
+    async def main() -> tuple[World, list[tuple[str, str]]]:
+        w = World()
+        w.add_cluster(["h1", "h2", "h3"])
+        w.store.update_segment(replace(w.store.get_segment("s1"), hold_recovered_hosts=True))
+        w.add_vm("vm1", "h1")
+        w.start()
+        await h1_fails_and_returns(w)
+        await asyncio.sleep(60)
+        await w.ask(held("h1"))
+        await asyncio.sleep(5)
+        seen = [(w.host_state("h1"), "held" if "h1" in w.cloud.disabled else "enabled")]
+        await w.ask(cmd.SetMaintenance("h1", True, by="alice"))
+        await w.ask(cmd.SetMaintenance("h1", False, by="alice"))
+        await asyncio.sleep(5)
+        seen.append((w.host_state("h1"), "held" if "h1" in w.cloud.disabled else "enabled"))
+        await w.ask(held("h1"))
+        await asyncio.sleep(5)
+        await w.close()
+        return w, seen
+
+    w, seen = run_virtual(main())
+    assert seen == [("recovered", "held"), ("up", "held")]
+    assert w.host_state("h1") == "up" and "h1" not in w.cloud.disabled
+    recovered = w.store.list_events(EventQuery(types=("host.recovered",)))
+    assert [str(e.payload["reason"]).split(":")[0] for e in recovered] == [
+        "recovered", "held for an operator"]
 
 
 def test_a_re_enable_that_stopped_while_the_host_was_briefly_suspect_is_taken_up_again() -> None:
