@@ -112,7 +112,7 @@ def seed(admin: As, policy: dict[str, Any] | None = None) -> None:
 
 
 def wait_job(c: As, job_id: str) -> dict[str, Any]:
-    for _ in range(200):
+    for _ in range(2000):  # 10 s or more: a busy machine runs the job slowly
         job: dict[str, Any] = c.get(f"/v1/jobs/{job_id}").json()
         if job["state"] in ("done", "failed"):
             return job
@@ -208,4 +208,7 @@ def test_decisions_answered_in_time_late_and_by_others(world: Any, clock: Manual
         assert "timed out before this answer" in detail and "'restart' was done" in detail
         types = [e["type"] for e in admin.get("/v1/events").json()["items"]]
         assert "decision.timed_out" in types
+        # the fallback's restart runs as an action job of its own: once it ended,
+        fallback = admin.get(f"/v1/jobs/{late_token.split('.')[0]}").json()["data"]
+        assert wait_job(admin, fallback["action_job"])["state"] == "done"
         assert cloud.count("stop", "a1") == 2  # two restarts (stop + start), never a stop action
