@@ -11,10 +11,11 @@ starts fast. The controller's own calls to agents use httpx (`adapters/peer`,
 matter.
 
 Why not h11 (the issue asked for it, and it is installed with httpx): per
-exchange it costs about 4x what this parser does (`bench/http1_parse.py`,
-figures in bench/results/http1_parse.json and docs/development.md), every
-header of every message checked with regular expressions; at 1,000 events/s
-to 10 subscribers (10,000 POSTs/s) the webhook path cannot afford it. What
+exchange it costs about 7x what this parser does (`bench/http1_parse.py`:
+~51 vs ~7 us for a webhook POST and its answer; bench/results/http1_parse.json,
+docs/development.md), every header of every message checked with regular
+expressions; at 1,000 events/s to 10 subscribers (10,000 POSTs/s) that is
+half a CPU of the controller's two. What
 vmha sends is its own, so it is written directly; what it reads is parsed
 strictly:
 
@@ -214,7 +215,13 @@ async def read_answer(reader: asyncio.StreamReader, body_max: int,
     reusable; a chunked one raises ProtocolError)."""
     drain = body_max if drain_max is None else drain_max
     while True:
-        version, status, headers = parse_response_head(await read_head(reader))
+        try:  # read_head's work in line: one coroutine less per answer (webhooks)
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as exc:
+            raise Closed("the connection closed before a complete message head") from exc
+        except asyncio.LimitOverrunError as exc:
+            raise ProtocolError(f"message head over {HEAD_MAX} bytes") from exc
+        version, status, headers = parse_response_head(head)
         if status >= 200:
             break
     try:
