@@ -63,7 +63,7 @@ def serve(config: Path, port: int, log: Path | None = None) -> subprocess.Popen[
             return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
         return False
 
-    until(healthy, 20, "vmha serve did not start")
+    until(healthy, 60, "vmha serve did not start")
     return proc
 
 

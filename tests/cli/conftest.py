@@ -63,9 +63,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while not uv.started:
-        assert time.monotonic() < deadline, "uvicorn did not start within 10 s"
+        assert time.monotonic() < deadline, "uvicorn did not start within 30 s"
         time.sleep(0.02)
     assert httpx.get(f"{url}/readyz").status_code == 200
     yield Server(url, config, controller)

@@ -71,7 +71,7 @@ class LiveServer:
                  "serve", "--config", str(self.config)],
                 stdout=log, stderr=subprocess.STDOUT,
             )
-        until(self._ready, 30, f"vmha serve not ready: {self.log.read_text()[-2000:]}")
+        until(self._ready, 60, f"vmha serve not ready: {self.log.read_text()[-2000:]}")
 
     def _ready(self) -> bool:
         assert self.proc is not None and self.proc.poll() is None, self.log.read_text()
