@@ -71,8 +71,8 @@ def test_a_commit_wakes_the_dispatcher_and_the_sse_stream(tmp_path: Path) -> Non
                 await asyncio.sleep(0.005)
             took["webhook"] = time.monotonic()
             await asyncio.wait_for(stream, 5)
-            for what in ("webhook", "sse"):
-                assert took[what] - start < 1.0, (what, took[what] - start)
+            for what in ("webhook", "sse"):  # sub-second here; the p99: bench/notify_latency.py
+                assert took[what] - start < 2.0, (what, took[what] - start)
         await receiver.stop()
 
     try:
