@@ -1,5 +1,6 @@
 """`[openstack]`: one line naming the bad setting, before anything starts.
-(A refused password against the real Keystone is in tests/e2e/test_openstack.py.)"""
+(`vmha serve` with a password the real Keystone refuses is in
+tests/e2e/test_openstack.py, `test_a_wrong_password_stops_serve_with_one_line`.)"""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from vmha.adapters.cloud.openstack import OpenStackAuth, validate
 from vmha.config import load_settings, masked
-from vmha.controller.openstack import build_openstack
+from vmha.controller.openstack import auth_of, build_openstack
 from vmha.errors import ConfigError
 
 
@@ -64,3 +66,40 @@ def test_an_unknown_clouds_yaml_entry_names_it(tmp_path: Path,
     cfg = load_settings(settings_file(tmp_path, 'cloud = "nope"\n'))
     with pytest.raises(ConfigError, match=r"^openstack.cloud = 'nope': "):
         build_openstack(cfg.openstack)
+
+
+class RefusingSession:
+    def get_token(self) -> str:
+        from keystoneauth1 import exceptions as ks_exc
+
+        raise ks_exc.Unauthorized("The request you have made requires authentication.")
+
+
+class RefusedConn:
+    session = RefusingSession()
+
+
+def refused(auth: OpenStackAuth) -> str:
+    with pytest.raises(ConfigError) as err:
+        validate(RefusedConn(), auth)
+    return err.value.detail
+
+
+def test_a_refused_login_names_where_the_secret_came_from(tmp_path: Path) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text("not-the-password\n")
+    base = 'auth_url = "http://k/v3"\nusername = "vmha"\nproject_name = "s"\n'
+    from_file = load_settings(settings_file(tmp_path, base + f'password_file = "{pw}"\n'))
+    assert refused(auth_of(from_file.openstack)) == (
+        "openstack.password_file: Keystone refused the credentials of user 'vmha' (HTTP 401); "
+        "check them")
+    inline = load_settings(settings_file(tmp_path, base + 'password = "not-the-password"\n'))
+    assert refused(auth_of(inline.openstack)).startswith("openstack.password: ")
+    assert refused(OpenStackAuth(cloud="prod", password="x")).startswith(
+        "openstack.cloud = 'prod': Keystone refused the credentials of that clouds.yaml entry")
+    app = OpenStackAuth(auth_url="http://k/v3", application_credential_id="ac-1",
+                        application_credential_secret="not-the-password",
+                        secret_setting="application_credential_secret_file")
+    assert refused(app).startswith("openstack.application_credential_secret_file: Keystone "
+                                   "refused the credentials of application credential 'ac-1'")
+    assert "not-the-password" not in refused(app) + refused(auth_of(inline.openstack))

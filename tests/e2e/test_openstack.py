@@ -12,7 +12,8 @@ adapter = "openstack"`) runs the tests below in order. Nova's own records
   vm4 host2  auto
   vm5 host1  vmha:priority=high (invalid: the segment default applies)
 
-In order: bad metadata; a controller-link cut (nothing forced down or
+In order: bad metadata; `vmha serve` with a password Keystone refuses
+(exit 2, one line); a controller-link cut (nothing forced down or
 evacuated); host1 powered off right after every Keystone token of the
 cloud's admin was revoked (vmha re-authenticates; force-down, evacuations,
 vm2 `evacuate_to_stopped` ends SHUTOFF on its target, the `notify` vm3 not
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -208,6 +210,37 @@ def test_bad_metadata_keeps_the_default_and_is_published(lab: Lab) -> None:
     assert inst["policy"] is None  # the segment default applies
     good = lab.api.get(f"/v1/instances/{lab.ids['vm1']}").json()
     assert good["policy"]["priority"] == 900
+
+
+def test_a_wrong_password_stops_serve_with_one_line(lab: Lab, tmp_path: Path) -> None:
+    """`vmha serve` with the lab controller's settings but a password the
+    real Keystone refuses: exit 2 before it serves, one error line naming
+    `openstack.password_file`, neither password shown."""
+    real = servers.credentials(state.load(lab.dir)["openstack"])["password"]
+    wrong = tmp_path / "admin.password"
+    wrong.write_text("not-the-admin-password\n")
+    lines, section = [], ""
+    for line in Path(state.load(lab.dir)["controller"]["config"]).read_text().splitlines():
+        section = line if line.startswith("[") else section
+        if section == "[openstack]" and line.startswith("password_file = "):
+            line = f'password_file = "{wrong}"'
+        elif section == "[store]" and line.startswith("data_dir = "):  # not the lab's store
+            line = f'data_dir = "{tmp_path}"'
+        lines.append(line + ("\nenabled = false" if line == "[heartbeat]" else ""))
+    config = tmp_path / "vmha.toml"
+    config.write_text("\n".join(lines) + "\n")
+    script = lab_controller.vmha_script()
+    assert script is not None
+    done = subprocess.run([script, "serve", "--config", str(config), "--host", "127.0.0.1",
+                           "--port", "0"], capture_output=True, text=True, timeout=120)
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    errors = [line for line in output.splitlines() if "error" in line.lower()]
+    assert errors == [f"error: openstack.password_file: Keystone refused the credentials of "
+                      f"user '{layout.ADMIN_USER}' (HTTP 401); check them"], output
+    assert "Traceback" not in output
+    assert real not in output and "not-the-admin-password" not in output
+    assert not list(tmp_path.glob("*.db")), "the store was opened before the login"
 
 
 def test_controller_link_cut_forces_nothing_down(lab: Lab) -> None:

@@ -45,7 +45,16 @@ def auth_of(cfg: OpenStackConfig) -> OpenStackAuth:
         project_domain_name=cfg.project_domain_name,
         application_credential_id=cfg.application_credential_id,
         application_credential_secret=cfg.app_secret() if app_cred else "",
-        ca_bundle=str(cfg.ca_bundle or ""), verify=cfg.verify, timeout_s=cfg.timeout_s)
+        ca_bundle=str(cfg.ca_bundle or ""), verify=cfg.verify, timeout_s=cfg.timeout_s,
+        secret_setting=_secret_setting(cfg))
+
+
+def _secret_setting(cfg: OpenStackConfig) -> str:
+    """The setting the login's secret comes from, for error messages."""
+    if cfg.application_credential_id:
+        return ("application_credential_secret_file" if cfg.application_credential_secret_file
+                else "application_credential_secret")
+    return "password_file" if cfg.password_file else "password"
 
 
 def build_openstack(cfg: OpenStackConfig) -> OpenStackCloud:

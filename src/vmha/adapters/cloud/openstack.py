@@ -99,6 +99,7 @@ class OpenStackAuth:
     ca_bundle: str = ""
     verify: bool = True
     timeout_s: float = 30.0
+    secret_setting: str = ""  # where the secret came from (`password_file`): errors name it
 
     def connect_args(self) -> dict[str, Any]:
         """openstacksdk `connect()` keyword arguments."""
@@ -151,10 +152,7 @@ def validate(conn: Any, auth: OpenStackAuth) -> str:
     try:
         conn.session.get_token()
     except ks_exc.Unauthorized as exc:
-        who = "application_credential_id" if auth.application_credential_id else "password"
-        raise ConfigError(f"openstack.{who}: Keystone refused the credentials"
-                          f"{' of user ' + repr(auth.username) if auth.username else ''} "
-                          "(HTTP 401); check them") from exc
+        raise ConfigError(f"{_refused(auth)} (HTTP 401); check them") from exc
     except (ks_exc.ConnectFailure, ks_exc.ConnectTimeout, ks_exc.DiscoveryFailure,
             ks_exc.SSLError) as exc:
         raise ConfigError(f"{setting}: cannot reach Keystone ({type(exc).__name__})") from exc
@@ -174,6 +172,19 @@ def validate(conn: Any, auth: OpenStackAuth) -> str:
         raise ConfigError(f"{setting}: Nova's newest microversion is {newest}; vmha needs "
                           f"{MV_SERVICES} or later")
     return newest
+
+
+def _refused(auth: OpenStackAuth) -> str:
+    """"<the setting>: Keystone refused ...": the clouds.yaml entry, or the
+    setting the secret came from (never the secret)."""
+    if auth.cloud:
+        return (f"openstack.cloud = {auth.cloud!r}: Keystone refused the credentials of "
+                "that clouds.yaml entry")
+    app = bool(auth.application_credential_id)
+    setting = auth.secret_setting or ("application_credential_secret" if app else "password")
+    whose = (f" of application credential {auth.application_credential_id!r}" if app
+             else f" of user {auth.username!r}" if auth.username else "")
+    return f"openstack.{setting}: Keystone refused the credentials{whose}"
 
 
 def _mv(text: str) -> tuple[int, int]:
