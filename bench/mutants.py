@@ -170,8 +170,9 @@ def imported_from(src: Path) -> str:
 
 
 def pytest(src: Path, suite: str, seed: int | None, xml: Path) -> dict[str, Any]:
+    # verbosity_assertions=2: the assertion message (the violations) in full
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", PLUGIN,
-           f"tests/{suite}", f"--junitxml={xml}"]
+           "-o", "verbosity_assertions=2", f"tests/{suite}", f"--junitxml={xml}"]
     started = time.monotonic()
     proc = subprocess.run(cmd, cwd=ROOT, env=env_for(src, seed), capture_output=True,
                           text=True, timeout=RUN_TIMEOUT_S)
