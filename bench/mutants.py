@@ -256,6 +256,8 @@ def main() -> None:
         "benchmark": "safety mutations caught by the property test and the scenarios",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "commit": git("rev-parse", "--short", "HEAD"),
+        # the last commit that changed src/ (what was mutated): stable across rebases
+        "src_commit": git("log", "-1", "--format=%h", "--", "src"),
         "src_dirty": bool(git("status", "--porcelain", "--", "src")),
         "command": "nice -n 10 .venv/bin/python bench/mutants.py --seeds "
                    + " ".join(map(str, args.seeds))
