@@ -7,6 +7,7 @@ the docs say the new one. Cheap: no benchmark runs."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -120,11 +121,28 @@ def mass_silence_phrases() -> list[str]:
             f"suspect in the store after {after['all_silenced_suspect_in_store_after_s']} s"]
 
 
+def mutants_phrases() -> list[str]:
+    """bench/mutants.py (issue 11 item 14): per mutation, the seeds whose
+    property test failed, the first invariant it broke, failing scenarios."""
+    data = results("mutants.json")
+    n = len(data["seeds"])
+    out = [f"seeds {', '.join(map(str, data['seeds']))}; src of commit {data['src_commit']}"]
+    for m in data["mutants"]:
+        p, s = m["property"], m["scenarios"]
+        caught = f"{len(p['seeds_failed'])} of {n}"
+        fails = [f for r in p["runs"] for f in r["failures"]]
+        first = re.search(r"INVARIANT (\w+)", fails[0]["first"]) if fails else None
+        why = (f"`{first.group(1)}`" if first else f"`{fails[0]['test']}`" if fails
+               else "none")
+        out.append(f"| `{m['name']}` | {caught} | {why} | {s['failed']} of {s['tests']} |")
+    return out
+
+
 @pytest.mark.parametrize(("page", "phrases"), [
     ("controllers.md", group_scale_phrases),
     ("fencing.md", fence_phrases), ("events.md", notify_phrases), ("agent.md", agent_phrases),
     ("development.md", detect_phrases), ("development.md", app_probe_phrases),
-    ("development.md", mass_silence_phrases),
+    ("development.md", mass_silence_phrases), ("development.md", mutants_phrases),
 ])
 def test_docs_quote_the_saved_results(page: str, phrases: Any) -> None:
     text = doc(page)
