@@ -137,6 +137,14 @@ APP_STEP_PATTERN = (r"^\s*(reboot|reset|restart|rebuild|exec\s*:\s*[^\s\x00-\x1f
 APP_STEP = Annotated[str, Field(max_length=1024, json_schema_extra={"pattern": APP_STEP_PATTERN})]
 
 
+def _off_or_1_to_3600(schema: dict[str, Any]) -> None:
+    """The schema says what the server takes: 0 (off) or 1 to 3600 (the
+    domain's check), not every number in between."""
+    schema.pop("minimum", None)
+    schema.pop("maximum", None)
+    schema["anyOf"] = [{"const": 0}, {"minimum": 1, "maximum": 3600}]
+
+
 class PolicyModel(_In):
     """An HA policy. Omitted keys take the built-in defaults shown here."""
 
@@ -159,7 +167,8 @@ class PolicyModel(_In):
     app_grace_s: float = Field(default=D.app_grace_s, gt=0, le=3600, description="how long "
                                "the application may still fail after a step before the next")
     guest_ping_s: float = Field(default=D.guest_ping_s, ge=0, le=3600,
-                                description="guest-agent ping interval (0: off; else >= 1)")
+                                description="guest-agent ping interval (0: off; else >= 1)",
+                                json_schema_extra=_off_or_1_to_3600)
     guest_ping_failures: int = Field(default=D.guest_ping_failures, ge=1, le=100,
                                      description="pings missed in a row: unresponsive")
 
