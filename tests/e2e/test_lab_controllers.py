@@ -349,8 +349,12 @@ def test_leader_cut_off_from_the_hosts_hands_over_and_fences_nothing(lab: Lab) -
                        f"{old} never handed leadership over")
         text = log.read_bytes()[seen:].decode(errors="replace")
         assert "hands leadership over: it hears 0 of 3 hosts while controller" in text
+        new_log = Path(lab.controller(new)["config"]).parent / "serve.log"
+        new_seen = new_log.stat().st_size
         time.sleep(5)  # the new leader's first ticks, its BMC fast path
-        assert lab.leader() == new  # the cut-off one does not stand again
+        # the cut-off one does not stand again (the lead may still move among
+        # the others: a busy machine's etcd can miss a lease renewal)
+        assert lab.leader() != old
         for etype in ("host.suspect", "host.failed", "host.fenced", "controller.isolated"):
             assert lab.events(etype, since=since) == [], f"{etype} while only it was cut off"
         assert {h: lab.power_offs(h) for h in offs} == offs
@@ -360,7 +364,10 @@ def test_leader_cut_off_from_the_hosts_hands_over_and_fences_nothing(lab: Lab) -
         wait_for(lambda h=host: lab.get(f"/v1/hosts/{h}")["state"] == "up", 60,
                  f"{host} up again for the leader")
     time.sleep(3)
-    assert lab.leader() == new  # hearing the hosts again, it does not take it back
+    # hearing the hosts again, it does not take the lead back from a leader
+    # that keeps it (it may win a later election the new one caused itself)
+    lost = "no longer leads" in new_log.read_bytes()[new_seen:].decode(errors="replace")
+    assert lab.leader() == new or lost
 
 
 def test_no_recovery_without_etcd_quorum_and_recovery_once_it_returns(lab: Lab) -> None:
