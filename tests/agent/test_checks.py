@@ -79,7 +79,7 @@ def test_a_hung_application_times_out_and_a_closed_port_is_refused() -> None:
     got = asyncio.run(serving(silent, lambda port: http_check(
         f"http://127.0.0.1:{port}/health", 0.3)))
     assert got == "no answer within 0.3 s"
-    assert 0.25 < time.monotonic() - t0 < 1.5
+    assert 0.25 < time.monotonic() - t0 < 10  # not before its timeout; it did not hang
     port = free_port()
     assert asyncio.run(http_check(f"http://127.0.0.1:{port}/", 1.0)) == "connection refused"
     assert asyncio.run(tcp_check("127.0.0.1", port, 1.0)) == "connection refused"

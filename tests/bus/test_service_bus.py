@@ -94,13 +94,14 @@ def test_the_bus_wakes_a_waiter_from_another_thread_and_times_out_otherwise() ->
         bus.bind(asyncio.get_running_loop())
         start = time.monotonic()
         assert await bus.wait(after=2, timeout=5)  # 3 is newer: at once
-        assert time.monotonic() - start < 0.5
+        assert time.monotonic() - start < 4  # well before its 5 s timeout
+        start = time.monotonic()
         assert not await bus.wait(after=3, timeout=0.2)  # nothing newer: the timeout
-        assert 0.15 < time.monotonic() - start < 1.0
+        assert 0.15 < time.monotonic() - start < 4
         threading.Timer(0.1, bus.committed, args=([ev(4)],)).start()
         start = time.monotonic()
         assert await bus.wait(after=3, timeout=5)
-        assert time.monotonic() - start < 1.0 and bus.newest == 4
+        assert time.monotonic() - start < 4 and bus.newest == 4  # woken, not timed out
 
     asyncio.run(run())
 

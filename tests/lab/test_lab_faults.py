@@ -15,8 +15,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from labkit import Recorder, wait_for
@@ -26,6 +27,7 @@ from vmha.adapters.fencing.config import BmcEndpoint, static_lookup
 from vmha.adapters.fencing.ipmi import IpmiFencer
 from vmha.adapters.fencing.redfish import RedfishFencer
 from vmha.adapters.heartbeat import Datagram, Kind, encode
+from vmha.domain.errors import TemporaryError
 from vmha.domain.model import Host
 from vmha.lab import faults, net, state
 from vmha.lab import lab as lab_ops
@@ -35,6 +37,7 @@ from vmha.ports import PowerState
 pytestmark = pytest.mark.slow
 INTERVAL = 0.2
 RESULTS: dict[str, Any] = {}
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -184,12 +187,15 @@ def test_power_off_stops_the_host_at_once(cluster: tuple[Path, Recorder]) -> Non
     assert len(pids) >= 3 and sleeper in pids
     t0 = time.time()
     faults.fail(lab_dir, "host2", "power-off")  # returns once every process is gone
-    RESULTS["power_off_all_processes_gone_s"] = round(time.time() - t0, 3)
+    gone = time.time()
+    RESULTS["power_off_all_processes_gone_s"] = round(gone - t0, 3)
     time.sleep(1.0)
     last = rec.last("host2")
     assert last is not None
     RESULTS["power_off_last_heartbeat_after_s"] = round(max(0.0, last.received - t0), 3)
-    assert last.received - t0 < 0.5
+    # nothing sent once it is off (its send time: the receiving thread may
+    # read a datagram of the last instant late on a busy machine)
+    assert last.sent_at <= gone
     assert all(not os.path.exists(f"/proc/{p}") or not net.alive(p) for p in pids)
     assert inside.wait(timeout=3) != 0
     host = lab_ops.status(lab_dir)["hosts"]["host2"]
@@ -238,6 +244,21 @@ def fencers(lab_dir: Path, host: str) -> tuple[IpmiFencer, RedfishFencer, Host]:
             Host(name=host, segment="lab"))
 
 
+def bmc(call: Callable[[], Awaitable[T]], within_s: float = 30.0) -> T:
+    """One BMC call, asked again while the BMC does not answer in time, as
+    the engine asks again (vmha.engine.jobs: a status read that times out is
+    repeated until the fence deadline). On a busy machine a lab BMC has
+    missed pyghmi's whole retry budget (5 s) once; it answered the next ask."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            return asyncio.run(call())
+        except TemporaryError as exc:
+            RESULTS.setdefault("bmc_calls_asked_again", []).append(str(exc))
+            if time.monotonic() >= deadline:
+                raise
+
+
 def test_bmc_power_off_is_silent_and_power_on_keeps_network_down(
     cluster: tuple[Path, Recorder],
 ) -> None:
@@ -250,14 +271,14 @@ def test_bmc_power_off_is_silent_and_power_on_keeps_network_down(
         assert lab_ops.status(lab_dir)["hosts"]["host3"]["state"] == "running"
     off.join(10)
     assert lab_ops.status(lab_dir)["hosts"]["host3"]["state"] == "powered-off"
-    assert asyncio.run(ipmi.power_status(host3)) is PowerState.OFF
+    assert bmc(lambda: ipmi.power_status(host3)) is PowerState.OFF
     assert lab_ops.status(lab_dir)["hosts"]["host3"]["link"] == {"port": "up", "nic": "down"}
     assert_silent(lab_dir, "host3", via="host2")
-    asyncio.run(ipmi.power_off(host3))  # already off: accepted, nothing changes
+    bmc(lambda: ipmi.power_off(host3))  # already off: accepted, nothing changes
     # cut off while off: power-on boots it but leaves it cut off until heal
     faults.fail(lab_dir, "host3", "network-down")
-    asyncio.run(redfish.power_on(host3))
-    assert asyncio.run(ipmi.power_status(host3)) is PowerState.ON
+    bmc(lambda: redfish.power_on(host3))
+    assert bmc(lambda: ipmi.power_status(host3)) is PowerState.ON
     host = lab_ops.status(lab_dir)["hosts"]["host3"]
     assert host["link"] == {"port": "down", "nic": "up"} and host["faults"] == ["network-down"]
     assert host["state"] in ("running", "agent-down")  # the agent may still be starting
