@@ -136,6 +136,10 @@ def test_actions_run_as_jobs_with_roles_projects_and_safety(world: Any) -> None:
         assert ("stop", "a1", "h1") in cloud.calls and ("start", "a1", "h1") in cloud.calls
         types = [e["type"] for e in admin.get("/v1/events", params={"since": 0}).json()["items"]]
         assert {"job.started", "job.step", "job.done", "instance.restarted"} <= set(types)
+        # and the project follows its job to the end in its own events
+        mine = [(e["type"], e["subject"]) for e in
+                p1.get("/v1/events", params={"since": 0, "type": "job.*"}).json()["items"]]
+        assert ("job.done", done["id"]) in mine and ("job.started", done["id"]) in mine
 
         # projects and roles
         assert p1.post("/v1/instances/b1/actions", json={"action": "stop"}).status_code == 404

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from vmha.domain.errors import InvalidTransition
+from vmha.domain.jobs import project_of
 from vmha.domain.model import (
     HOST_TRANSITIONS,
     JOB_TRANSITIONS,
@@ -81,6 +82,7 @@ def transition_job(job: Job, to: JobState, reason: str, now: float) -> tuple[Job
         time=now,
         subject_kind=SubjectKind.JOB,
         severity=severity,
+        project=project_of(job.kind, job.data) or "",  # a tenant follows its own jobs
         payload={
             "job": job.id,
             "kind": job.kind.value,
