@@ -138,10 +138,10 @@ class ControllerGroup:
         """Once one leads and every controller is a member: segment s1 made
         through the leader, an agent per host registered through a follower
         (forwarded); the leader and the agents' heartbeat secrets."""
-        leader = wait_for(self.leader, 10, "no controller leads")
+        leader = wait_for(self.leader, 30, "no controller leads")
         names = [c.name for c in self.controllers]
         wait_for(lambda: all([m["name"] for m in (c.group() or {}).get("members", [])] == names
-                             for c in self.controllers), 10, "not every controller joined")
+                             for c in self.controllers), 30, "not every controller joined")
         follower = next(c for c in self.controllers if c is not leader)
         assert leader.post("/v1/segments", {"name": "s1"}).status_code == 201
         agents = [{"host": h, "segment": "s1", "address": "127.0.0.1", "version": "test"}

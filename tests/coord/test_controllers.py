@@ -19,7 +19,7 @@ from ckit import LEASE_S, ControllerGroup, wait_for
 
 def test_one_leader_any_controller_takes_calls_and_leaders_are_replaced(
         controllers: ControllerGroup) -> None:
-    first = wait_for(controllers.leader, 10, "no controller leads")
+    first = wait_for(controllers.leader, 30, "no controller leads")
     names = ["controller1", "controller2", "controller3"]
 
     def all_joined() -> list[Any] | None:
@@ -29,7 +29,7 @@ def test_one_leader_any_controller_takes_calls_and_leaders_are_replaced(
                      for g in got)
         return got if joined else None
 
-    groups = wait_for(all_joined, 10, "all three controllers members of the group")
+    groups = wait_for(all_joined, 30, "all three controllers members of the group")
     assert all(g["leader"] == first.name and g["healthy"] for g in groups)
     followers = [c for c in controllers.controllers if c is not first]
     assert all(g["epoch"] == 0 for g in groups if g["self"] != first.name)

@@ -44,7 +44,8 @@ def test_each_controller_judges_its_share_and_the_leader_acts_on_their_reports(
     victim = next(h for h in HOSTS if ring.owner(h) == owner.name)
     start = time.time() + 0.5
     targets = [("127.0.0.1", c.hb_port) for c in controllers.controllers]
-    senders = start_senders(Load(start_at=start, window=(start, start + 60), senders=2,
+    # (senders run until the finally below: every wait may take long on a busy machine)
+    senders = start_senders(Load(start_at=start, window=(start, start + 600), senders=2,
                                  silence_at=start + 20, silenced=frozenset({victim}),
                                  more_targets=tuple(targets[1:])), targets[0], secrets)
     try:
@@ -55,9 +56,9 @@ def test_each_controller_judges_its_share_and_the_leader_acts_on_their_reports(
             group = leader.group() or {}
             return {m["name"]: m["owned_hosts"] for m in group.get("members", [])} == expected
 
-        wait_for(shares, 15, f"the members' shares are not {expected}")
+        wait_for(shares, 60, f"the members' shares are not {expected}")
 
-        (event,) = wait_for(lambda: suspected(leader), 45, f"{victim} never suspect")
+        (event,) = wait_for(lambda: suspected(leader), 90, f"{victim} never suspect")
         assert event["subject"] == victim
         assert f"{owner.name}, which watches it, reports it silent" in event["payload"]["reason"]
         assert f"host {victim} silent for" in owner.log.read_text()
@@ -66,7 +67,7 @@ def test_each_controller_judges_its_share_and_the_leader_acts_on_their_reports(
         # hosts all along; nobody is suspected because of the switch
         other.signal(signal.SIGTERM)
         wait_for(lambda: [m["name"] for m in (leader.group() or {}).get("members", [])]
-                 == sorted({leader.name, owner.name}), 30, f"{other.name} still a member")
+                 == sorted({leader.name, owner.name}), 60, f"{other.name} still a member")
         time.sleep(10)
         assert [e["subject"] for e in suspected(leader)] == [victim]
         moved = (leader.group() or {})["members"]
