@@ -265,6 +265,16 @@ async def launched(store: Any, instance: str) -> Instance:
     raise AssertionError(f"the launch of {instance} never ended")
 
 
+async def ended(store: Any, *job_ids: str) -> None:
+    """Until the jobs have ended, at most 60 s (their last steps' store calls
+    take 200 ms each: a busy machine needs more than the 2 s it once slept)."""
+    for _ in range(600):
+        jobs = [await asyncio.to_thread(store.get_job, j) for j in job_ids]
+        if all(j.finished for j in jobs):
+            return
+        await asyncio.sleep(0.1)
+
+
 async def requests_and_reports(inbox: Inbox, store: Any) -> dict[str, Any]:
     """What operators, agents and the cloud send, one after the other."""
     await inbox.ask(cmd.InstanceEvent("vm1", "crashed"))  # custom guest layer: asks
@@ -309,7 +319,7 @@ def test_requests_and_reports_make_no_store_call_on_the_event_loop(tmp_path: Pat
     async def window() -> dict[str, Any]:
         began.append(time.monotonic())
         done = await asyncio.wait_for(requests_and_reports(inbox, store), 120.0)
-        await asyncio.sleep(2.0)  # the action jobs' last steps
+        await ended(store, done["action"].id, done["direct"].id)  # their last steps
         began.append(time.monotonic())
         return done
 
