@@ -28,7 +28,7 @@ def test_down_without_lab_json_still_cleans_up(lab_factory: Any) -> None:
     assert not [n for n in net.list_netns() if n.startswith("vmha-")]
     links = net.run(["ip", "-o", "link", "show"])
     assert "vmha-h" not in links and net.BRIDGE not in links
-    assert wait_for(lambda: not any(net.alive(p) for p in pids), 3)
+    assert wait_for(lambda: not any(net.alive(p) for p in pids), 10)
 
 
 def test_down_goes_on_past_a_failing_step_and_a_stale_lab_json(lab_factory: Any,
@@ -55,7 +55,7 @@ def test_down_goes_on_past_a_failing_step_and_a_stale_lab_json(lab_factory: Any,
     assert not [n for n in net.list_netns() if n.startswith(net.NETNS_PREFIX)]
     links = net.run(["ip", "-o", "link", "show"])
     assert "vmha-h" not in links and net.BRIDGE not in links
-    assert wait_for(lambda: not any(net.alive(p) for p in pids), 3)
+    assert wait_for(lambda: not any(net.alive(p) for p in pids), 10)
     assert (lab_dir / state.STATE_FILE).exists()  # kept: `down` again can retry the cloud
     with state.changing(lab_dir):
         recorded = state.load(lab_dir)

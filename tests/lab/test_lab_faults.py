@@ -52,9 +52,11 @@ def beating(rec: Recorder, host: str, within: float = 1.0) -> bool:
     return last is not None and time.time() - last.received < within
 
 
-def silent_after(rec: Recorder, host: str, t0: float, settle: float) -> bool:
-    """No heartbeat of `host` arrived between t0 + settle and now."""
-    return not rec.of(host, since=t0 + settle)
+def silent_since(rec: Recorder, host: str, t: float) -> bool:
+    """No heartbeat of `host` sent after `t` arrived. Judged by send time:
+    on a busy machine the receiving thread may read one sent just before
+    the fault late, and the fault may take a while to put in place."""
+    return not [b for b in rec.of(host) if b.sent_at > t]
 
 
 def send(data: bytes) -> None:
@@ -64,7 +66,7 @@ def send(data: bytes) -> None:
 
 def test_every_host_sends_signed_heartbeats(cluster: tuple[Path, Recorder]) -> None:
     lab_dir, rec = cluster
-    assert wait_for(lambda: all(beating(rec, h) for h in ("host1", "host2", "host3")), 5)
+    assert wait_for(lambda: all(beating(rec, h) for h in ("host1", "host2", "host3")), 30)
     status = lab_ops.status(lab_dir)
     assert {f"vmha-host{i}" for i in (1, 2, 3)} <= set(net.list_netns())
     for h in status["hosts"].values():
@@ -76,7 +78,7 @@ def test_every_host_sends_signed_heartbeats(cluster: tuple[Path, Recorder]) -> N
 
 def test_forged_replayed_unknown_and_garbage_are_counted(cluster: tuple[Path, Recorder]) -> None:
     _, rec = cluster
-    assert wait_for(lambda: "host1" in rec.raw, 3)
+    assert wait_for(lambda: "host1" in rec.raw, 10)
     before = rec.metrics
     send(rec.raw["host1"])  # a replay of a genuine datagram
     forged = Datagram(Kind.HEARTBEAT, "host1", b"\x01" * 8, 10**9, time.time())
@@ -84,7 +86,8 @@ def test_forged_replayed_unknown_and_garbage_are_counted(cluster: tuple[Path, Re
     send(encode(Datagram(Kind.HEARTBEAT, "intruder", b"\x01" * 8, 1, time.time()), b"k"))
     send(b"hello")
     expected = {"replayed": 1, "bad_signature": 1, "unknown_host": 1, "malformed": 1}
-    assert wait_for(lambda: all(rec.metrics[k] - before[k] >= n for k, n in expected.items()), 2)
+    assert wait_for(lambda: all(rec.metrics[k] - before[k] >= n for k, n in expected.items()),
+                    10)
     assert rec.metrics["replayed"] - before["replayed"] == 1
 
 
@@ -92,17 +95,17 @@ def test_controller_link_down_cuts_heartbeats_but_not_peers(
     cluster: tuple[Path, Recorder],
 ) -> None:
     lab_dir, rec = cluster
-    t0 = time.time()
     faults.fail(lab_dir, "host1", "controller-link-down")
+    cut = time.time()  # in place once fail() returns
     try:
         time.sleep(1.0)
-        assert silent_after(rec, "host1", t0, 0.1)
-        assert beating(rec, "host2") and beating(rec, "host3")
+        assert silent_since(rec, "host1", cut)
+        assert wait_for(lambda: beating(rec, "host2") and beating(rec, "host3"), 10)
         assert lab_ops.probe_via(lab_dir, "host2", ["host1"]) == {"host1": True}
         assert probe_from_netns(lab_dir, "host2", via="host1") == {"host2": True, "host3": True}
     finally:
         faults.heal(lab_dir, "host1")
-    assert wait_for(lambda: beating(rec, "host1", 0.5), 3)
+    assert wait_for(lambda: beating(rec, "host1", 0.5), 30)
 
 
 def probe_from_netns(lab_dir: Path, netns_host: str, via: str) -> Any:
@@ -123,16 +126,17 @@ def probe_from_netns(lab_dir: Path, netns_host: str, via: str) -> Any:
 
 def test_network_down_cuts_everything(cluster: tuple[Path, Recorder]) -> None:
     lab_dir, rec = cluster
-    t0 = time.time()
     faults.fail(lab_dir, "host2", "network-down")
+    cut = time.time()  # in place once fail() returns
     try:
         time.sleep(1.0)
-        assert silent_after(rec, "host2", t0, 0.1)
-        assert lab_ops.probe_via(lab_dir, "host1", ["host2", "host3"], 0.6) == {
+        assert silent_since(rec, "host2", cut)
+        # (a probe timeout a busy peer meets: host2 is cut, however long one waits)
+        assert lab_ops.probe_via(lab_dir, "host1", ["host2", "host3"], 3.0) == {
             "host2": False, "host3": True}
     finally:
         faults.heal(lab_dir, "host2")
-    assert wait_for(lambda: beating(rec, "host2", 0.5), 3)
+    assert wait_for(lambda: beating(rec, "host2", 0.5), 30)
 
 
 def test_random_loss_drops_about_that_share(cluster: tuple[Path, Recorder]) -> None:
@@ -140,26 +144,31 @@ def test_random_loss_drops_about_that_share(cluster: tuple[Path, Recorder]) -> N
     faults.fail(lab_dir, "host3", "loss", 30)
     try:
         t0 = time.time()
-        time.sleep(10.0)
+
+        def sent() -> int:
+            got = rec.of("host3", since=t0 + 0.05)
+            return got[-1].seq - got[0].seq + 1 if got else 0
+
+        # ~50 sent (10 s on a quiet machine), however slowly a busy one sends
+        assert wait_for(lambda: sent() >= 50, 60, 0.1)
         got = rec.of("host3", since=t0 + 0.05)
     finally:
         faults.heal(lab_dir, "host3")
-    sent = got[-1].seq - got[0].seq + 1
-    missing = 1 - len(got) / sent
+    sent_n = got[-1].seq - got[0].seq + 1
+    missing = 1 - len(got) / sent_n
     RESULTS["loss_30_missing_fraction"] = round(missing, 3)
-    assert sent >= 40
     # ~50 samples: sigma ~0.065, so allow about 3 sigma either side
-    assert 0.10 <= missing <= 0.50, f"{missing:.2f} of {sent} heartbeats missing"
+    assert 0.10 <= missing <= 0.50, f"{missing:.2f} of {sent_n} heartbeats missing"
 
 
 def test_agent_kill_keeps_the_host_and_restart_resumes(cluster: tuple[Path, Recorder]) -> None:
     lab_dir, rec = cluster
     old_boot = rec.last("host1").boot_id  # type: ignore[union-attr]
     pid1_before = lab_ops.status(lab_dir)["hosts"]["host1"]["pid1"]
-    t0 = time.time()
     faults.fail(lab_dir, "host1", "agent-kill")
+    killed = time.time()  # the agent is gone once fail() returns
     time.sleep(0.8)
-    assert silent_after(rec, "host1", t0, 0.1)
+    assert silent_since(rec, "host1", killed)
     host = lab_ops.status(lab_dir)["hosts"]["host1"]
     assert host["state"] == "agent-down" and host["pid1"] == pid1_before
     assert net.alive(pid1_before)
@@ -170,7 +179,7 @@ def test_agent_kill_keeps_the_host_and_restart_resumes(cluster: tuple[Path, Reco
     assert got["tcp"].what == got["udp"].what == "refused", got
     accepted = rec.metrics["accepted"]
     faults.restart_agent(lab_dir, "host1")
-    assert wait_for(lambda: beating(rec, "host1", 0.5), 8)
+    assert wait_for(lambda: beating(rec, "host1", 0.5), 30)
     new = rec.last("host1")
     assert new is not None and new.boot_id != old_boot and new.seq < 50
     assert rec.metrics["accepted"] > accepted
@@ -181,7 +190,7 @@ def test_power_off_stops_the_host_at_once(cluster: tuple[Path, Recorder]) -> Non
     # a program run as part of the host (lab_ops.in_host) dies with it
     inside = subprocess.Popen(lab_ops.in_host(state.load(lab_dir)["hosts"]["host2"],
                                               ["sleep", "600"]))
-    assert wait_for(lambda: net.children(inside.pid), 3)
+    assert wait_for(lambda: net.children(inside.pid), 10)
     sleeper = net.children(inside.pid)[0]
     pids = lab_ops.status(lab_dir)["hosts"]["host2"]["pids"]
     assert len(pids) >= 3 and sleeper in pids
@@ -197,15 +206,15 @@ def test_power_off_stops_the_host_at_once(cluster: tuple[Path, Recorder]) -> Non
     # read a datagram of the last instant late on a busy machine)
     assert last.sent_at <= gone
     assert all(not os.path.exists(f"/proc/{p}") or not net.alive(p) for p in pids)
-    assert inside.wait(timeout=3) != 0
+    assert inside.wait(timeout=30) != 0
     host = lab_ops.status(lab_dir)["hosts"]["host2"]
     assert host["state"] == "powered-off"
     assert host["link"] == {"port": "up", "nic": "down"}
-    assert beating(rec, "host1", 0.5) and beating(rec, "host3", 0.5)
+    assert wait_for(lambda: beating(rec, "host1", 0.5) and beating(rec, "host3", 0.5), 10)
     assert_silent(lab_dir, "host2", via="host1")
     faults.power_on(lab_dir, "host2")
     assert lab_ops.status(lab_dir)["hosts"]["host2"]["link"] == {"port": "up", "nic": "up"}
-    assert wait_for(lambda: beating(rec, "host2", 0.5), 8)
+    assert wait_for(lambda: beating(rec, "host2", 0.5), 30)
     assert netcheck.tcp(host["address"], AGENT_PORT).what == "connected"
 
 
@@ -269,7 +278,7 @@ def test_bmc_power_off_is_silent_and_power_on_keeps_network_down(
         off.start()
         time.sleep(0.5)
         assert lab_ops.status(lab_dir)["hosts"]["host3"]["state"] == "running"
-    off.join(10)
+    off.join(60)
     assert lab_ops.status(lab_dir)["hosts"]["host3"]["state"] == "powered-off"
     assert bmc(lambda: ipmi.power_status(host3)) is PowerState.OFF
     assert lab_ops.status(lab_dir)["hosts"]["host3"]["link"] == {"port": "up", "nic": "down"}
@@ -284,10 +293,10 @@ def test_bmc_power_off_is_silent_and_power_on_keeps_network_down(
     assert host["state"] in ("running", "agent-down")  # the agent may still be starting
     t0 = time.time()
     time.sleep(1.0)
-    assert silent_after(rec, "host3", t0, 0.0)
+    assert silent_since(rec, "host3", t0)
     faults.heal(lab_dir, "host3")
     assert lab_ops.status(lab_dir)["hosts"]["host3"]["link"] == {"port": "up", "nic": "up"}
-    assert wait_for(lambda: beating(rec, "host3", 0.5), 8)
+    assert wait_for(lambda: beating(rec, "host3", 0.5), 30)
 
 
 def test_down_leaves_nothing_behind(cluster: tuple[Path, Recorder]) -> None:
@@ -302,5 +311,5 @@ def test_down_leaves_nothing_behind(cluster: tuple[Path, Recorder]) -> None:
     links = net.run(["ip", "-o", "link", "show"])
     assert "vmha-h" not in links and "vmhabr0" not in links
     assert "statistic" not in net.run(["iptables-save"])
-    assert wait_for(lambda: not any(net.alive(p) for p in pids), 3)
+    assert wait_for(lambda: not any(net.alive(p) for p in pids), 10)
     print("lab figures:", json.dumps(RESULTS))
