@@ -125,7 +125,8 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
 
 def app_answers(address: str) -> bool:
     try:
-        return httpx.get(f"http://{address}:8080/health", timeout=1).status_code == 200
+        # (2 s: a guest under TCG on a busy machine answers late, not never)
+        return httpx.get(f"http://{address}:8080/health", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -195,7 +196,7 @@ def test_hung_guest_is_reset_by_its_watchdog(lab: Lab) -> None:
     since = lab.cursor()
     vms.guest_fault(lab.dir, "vm1", "guest-hang")
     iid = lab.ids["vm1"]
-    fired = wait_for(lambda: lab.events("instance.watchdog", iid, since), 30, "vm1 watchdog")
+    fired = wait_for(lambda: lab.events("instance.watchdog", iid, since), 60, "vm1 watchdog")
     assert "action reset" in fired[0]["payload"]["reason"]
     wait_for(lambda: app_answers(lab.vm("vm1")["address"]), 60, "vm1's app after the reset")
     assert not lab.events("instance.restarted", iid, since)  # QEMU reset it, not vmha
@@ -205,7 +206,7 @@ def test_notify_policy_publishes_and_leaves_the_guest_alone(lab: Lab) -> None:
     since = lab.cursor()
     vms.guest_fault(lab.dir, "vm3", "guest-watchdog")
     iid = lab.ids["vm3"]
-    wait_for(lambda: lab.events("instance.watchdog", iid, since), 30, "vm3 watchdog event")
+    wait_for(lambda: lab.events("instance.watchdog", iid, since), 60, "vm3 watchdog event")
     time.sleep(3)
     assert not lab.events("instance.restarted", iid, since)
     assert lab.vm("vm3")["running_on"] == ["host2"]
@@ -216,7 +217,7 @@ def test_spent_restart_budget_stops_trying(lab: Lab) -> None:
     since = lab.cursor()
     vms.guest_fault(lab.dir, "vm4", "guest-panic")  # its second panic in 10 minutes
     iid = lab.ids["vm4"]
-    failed = wait_for(lambda: lab.events("instance.recovery_failed", iid, since), 30,
+    failed = wait_for(lambda: lab.events("instance.recovery_failed", iid, since), 60,
                       "vm4 recovery_failed")
     assert "budget spent" in failed[0]["payload"]["reason"]
     time.sleep(3)
@@ -243,7 +244,7 @@ def test_power_off_moves_every_vm_and_their_apps_answer(lab: Lab) -> None:
     assert {k: v.what for k, v in got.items()} == dict.fromkeys(got, netcheck.SILENT), got
     for name in moved:
         wait_for(lambda n=name: app_answers(lab.vm(n)["address"]) and lab.vm(n)["host"]
-                 not in (None, "host1"), 90, f"{name} on a survivor")
+                 not in (None, "host1"), 180, f"{name} on a survivor")
         assert lab.vm(name)["qemu_on"] in (["host2"], ["host3"])
     back_up(lab, "host1")
 
@@ -255,7 +256,7 @@ def test_network_cut_host_is_fenced_before_its_vms_start_elsewhere(lab: Lab) -> 
     faults.fail(lab.dir, victim, "network-down")
     for name in moved:
         wait_for(lambda n=name: app_answers(lab.vm(n)["address"]) and lab.vm(n)["host"]
-                 not in (None, victim), 90, f"{name} moved off {victim}")
+                 not in (None, victim), 180, f"{name} moved off {victim}")
     fenced = lab.events("host.fenced", victim)
     assert fenced, "the cut host was never fenced"
     assert lab_ops.status(lab.dir)["hosts"][victim]["link"] == {"port": "down", "nic": "down"}
@@ -274,7 +275,7 @@ def test_controller_killed_mid_recovery_resumes_the_job(lab: Lab) -> None:
     moved = [n for n in lab.ids if lab.vm(n)["host"] == victim]
     since = lab.cursor()
     faults.fail(lab.dir, victim, "power-off")
-    wait_for(lambda: lab.events("instance.evacuating", None, since), 60, "evacuation started")
+    wait_for(lambda: lab.events("instance.evacuating", None, since), 120, "evacuation started")
     st = state.load(lab.dir)
     assert lab_controller.kill_controller(st["controller"]) is not None
     time.sleep(1)
@@ -282,7 +283,7 @@ def test_controller_killed_mid_recovery_resumes_the_job(lab: Lab) -> None:
     state.save(lab.dir, st)
     for name in moved:
         wait_for(lambda n=name: app_answers(lab.vm(n)["address"]) and lab.vm(n)["host"]
-                 not in (None, victim), 90, f"{name} running after the controller restart")
+                 not in (None, victim), 180, f"{name} running after the controller restart")
     for name in lab.ids:
         assert len(lab.vm(name)["qemu_on"]) <= 1
     back_up(lab, victim)
@@ -295,14 +296,14 @@ def test_target_powered_off_mid_recovery_is_replanned(lab: Lab) -> None:
     iid = lab.ids[name]
     since = lab.cursor()
     faults.fail(lab.dir, victim, "power-off")
-    first = wait_for(lambda: lab.events("instance.evacuating", iid, since), 60,
+    first = wait_for(lambda: lab.events("instance.evacuating", iid, since), 120,
                      f"{name} evacuating")
     target = first[0]["payload"]["target"]
     assert target in ("host1", "host2", "host3") and target != victim
     faults.fail(lab.dir, target, "power-off")
     third = ({"host1", "host2", "host3"} - {victim, target}).pop()
     wait_for(lambda: app_answers(lab.vm(name)["address"]) and lab.vm(name)["host"] == third,
-             150, f"{name} replanned onto {third}")
+             240, f"{name} replanned onto {third}")
     back_up(lab, victim)
     back_up(lab, target)
 
@@ -319,14 +320,14 @@ def test_not_enough_capacity_recovers_the_highest_priorities(lab: Lab) -> None:
         used = list(placed.values()).count(host)
         lab.api.patch(f"/v1/hosts/{host}", json={"capacity": {
             "vcpus": used + extra, "ram_mb": 128 * (used + extra), "disk_gb": 100}})
-    time.sleep(2.5)  # the engine re-reads hosts every 2 s
+    time.sleep(10)  # the engine re-reads hosts every 2 s (a busy one later)
     since = lab.cursor()
     faults.fail(lab.dir, victim, "power-off")
     first, rest = moved[0], moved[1:]
     wait_for(lambda: app_answers(lab.vm(first)["address"]) and lab.vm(first)["host"]
-             == survivors[0], 90, f"{first} (highest priority) on {survivors[0]}")
+             == survivors[0], 180, f"{first} (highest priority) on {survivors[0]}")
     for name in rest:
         got = wait_for(lambda n=name: lab.events("instance.unplaceable", lab.ids[n], since),
-                       60, f"{name} reported unplaceable")
+                       120, f"{name} reported unplaceable")
         assert "free" in got[0]["payload"]["reason"]  # "no host with 1 vCPU / 128 MB free"
         assert lab.vm(name)["qemu_on"] == []
