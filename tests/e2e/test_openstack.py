@@ -628,20 +628,22 @@ def test_app_escalation_rebuild_from_metadata_has_nova_rebuild_the_server(lab: L
     assert policy["app_actions"] == ["rebuild"] and policy["app"] == "auto"
     since, asked = lab.cursor(), time.time()
     report_app(lab, host, sid, "app_failed")
-    statuses: list[str] = []
 
     def rebuilt() -> dict[str, Any] | None:
-        srv = lab.server("app-rb")
-        statuses.append(srv["status"])
+        # the action first: Nova records it with the server's task state in
+        # the request that accepts the rebuild, so the server read after it
+        # shows ACTIVE without a task only once the rebuild is over
         actions = lab.nova.call("GET", "compute",
                                 f"/servers/{sid}/os-instance-actions")["instanceActions"]
         done = [a for a in actions if a["action"] == "rebuild"]
+        srv = lab.server("app-rb")
         if done and srv["status"] == "ACTIVE" and not srv["OS-EXT-STS:task_state"]:
             return dict(done[0])
         return None
 
     action = wait_for(rebuilt, 120, "Nova's rebuild of app-rb done")
-    assert "REBUILD" in statuses, statuses  # seen for seconds: ACTIVE, REBUILD ..., ACTIVE
+    # Nova's own record proves the rebuild (the REBUILD status lasts about a
+    # second; on a busy machine one poll of two Nova calls can miss it)
     assert nova_time(action["start_time"]) >= asked - 1.0  # clocks: same machine
     detail = lab.nova.call("GET", "compute", f"/servers/{sid}/os-instance-actions/"
                            f"{action['request_id']}")["instanceAction"]
