@@ -125,7 +125,8 @@ class Lab:
             since = page["next_since"]
 
     def leader(self) -> str:
-        return controllers.wait_leader(state.load(self.dir))
+        # (an election after a fault takes a busy machine's etcd longer than 30 s)
+        return controllers.wait_leader(state.load(self.dir), 120)
 
     def controller(self, name: str) -> dict[str, Any]:
         got: dict[str, Any] = state.load(self.dir)["controllers"][name]
@@ -205,7 +206,7 @@ def back_up(lab: Lab, host: str) -> None:
 def restart(lab: Lab, name: str) -> None:
     """Start a stopped controller again (a follower now) and wait for its API."""
     faults.power_on(lab.dir, name)
-    wait_for(lambda: lab_ops.status(lab.dir)["controllers"][name]["answers"], 60,
+    wait_for(lambda: lab_ops.status(lab.dir)["controllers"][name]["answers"], 120,
              f"{name} answering again")
 
 
@@ -263,22 +264,25 @@ def test_leader_killed_while_fencing_new_leader_completes(lab: Lab) -> None:
     for pid in paused:  # the leader's power-off request stays in flight
         os.kill(pid, signal.SIGSTOP)
     try:
-        faults.fail(lab.dir, victim, "network-down")
-        wait_for(lambda: job_state(lab, victim) == "fencing", 60, f"{victim} being fenced",
-                 every_s=0.1)
-        pid = lab.controller(old)["pid"]
-        os.kill(pid, signal.SIGKILL)
-    finally:
-        for pid in paused:
-            os.kill(pid, signal.SIGCONT)
-    new = wait_for(lambda: (n := lab.leader()) != old and n, LEASE_S + 15, "a new leader")
-    assert new != old
-    recovered(lab, moved, victim, t0)
-    assert lab.power_offs(victim) == offs + 1, "the BMCs powered the host off more than once"
-    assert len(lab.events("host.fenced", victim)) >= 1
-    assert job_state(lab, victim) == "done"
-    restart(lab, old)
-    back_up(lab, victim)
+        try:
+            faults.fail(lab.dir, victim, "network-down")
+            wait_for(lambda: job_state(lab, victim) == "fencing", 60, f"{victim} being fenced",
+                     every_s=0.1)
+            pid = lab.controller(old)["pid"]
+            os.kill(pid, signal.SIGKILL)
+        finally:
+            for pid in paused:
+                os.kill(pid, signal.SIGCONT)
+        new = wait_for(lambda: (n := lab.leader()) != old and n, 60, "a new leader")
+        assert new != old
+        recovered(lab, moved, victim, t0)
+        assert lab.power_offs(victim) == offs + 1, "the BMCs powered the host off more than once"
+        assert len(lab.events("host.fenced", victim)) >= 1
+        assert job_state(lab, victim) == "done"
+    finally:  # the next tests need both back, whatever happened here
+        if lab_ops.status(lab.dir)["controllers"][old]["state"] == "powered-off":
+            restart(lab, old)
+        back_up(lab, victim)
 
 
 def test_leader_paused_past_its_lease_is_replaced_and_steps_down_when_resumed(
@@ -296,13 +300,13 @@ def test_leader_paused_past_its_lease_is_replaced_and_steps_down_when_resumed(
                  every_s=0.1)
         os.kill(ctl["pid"], signal.SIGSTOP)  # mid-detection: its engine is about to act
         try:
-            new = wait_for(lambda: (n := lab.leader()) != old and n, LEASE_S + 15,
+            new = wait_for(lambda: (n := lab.leader()) != old and n, 60,
                            "a leader instead of the paused one")
             recovered(lab, moved, victim, t0)
         finally:
             os.kill(ctl["pid"], signal.SIGCONT)
         wait_for(lambda: (controllers.groups(state.load(lab.dir))[old] or {}).get("epoch") == 0,
-                 15, f"{old} stepping down once resumed")
+                 60, f"{old} stepping down once resumed")
         time.sleep(2)  # whatever the resumed engine had pending has run by now
         # (In the runs so far its first tick saw the 10+ s gap, called itself
         # overloaded and judged no host, and its lease deadline deposed it.)
@@ -333,17 +337,17 @@ def test_leader_cut_off_from_etcd_steps_down_without_false_failures(lab: Lab) ->
     since = lab.cursor()
     faults.fail(lab.dir, old, "etcd-link-down")
     try:
-        new = wait_for(lambda: (n := lab.leader()) != old and n, LEASE_S + 15,
+        new = wait_for(lambda: (n := lab.leader()) != old and n, 60,
                        "a leader instead of the cut one")
         wait_for(lambda: (controllers.groups(state.load(lab.dir))[old] or {}).get("epoch")
-                 == 0, LEASE_S + 5, f"{old} stepping down")
+                 == 0, 30, f"{old} stepping down")
         time.sleep(5)  # the new leader's detectors run past the hand-over
     finally:
         faults.heal(lab.dir, old)
     assert lab.leader() == new
     for etype in ("host.suspect", "host.failed"):
         assert lab.events(etype, since=since) == [], f"{etype} during the hand-over"
-    wait_for(lambda: (controllers.groups(state.load(lab.dir))[old] or {}).get("healthy"), 15,
+    wait_for(lambda: (controllers.groups(state.load(lab.dir))[old] or {}).get("healthy"), 60,
              f"{old} back in touch with etcd")
 
 
@@ -391,7 +395,7 @@ def test_leader_cut_off_from_the_hosts_hands_over_and_fences_nothing(lab: Lab) -
     finally:
         faults.heal(lab.dir, old)
     for host in ("host1", "host2", "host3"):
-        wait_for(lambda h=host: lab.get(f"/v1/hosts/{h}")["state"] == "up", 60,
+        wait_for(lambda h=host: lab.get(f"/v1/hosts/{h}")["state"] == "up", 120,
                  f"{host} up again for the leader")
     time.sleep(3)
     # hearing the hosts again, it does not take the lead back from a leader
@@ -407,29 +411,31 @@ def test_no_recovery_without_etcd_quorum_and_recovery_once_it_returns(lab: Lab) 
     for member in ("etcd2", "etcd3"):
         faults.fail(lab.dir, member, "power-off")
     try:
-        wait_for(lambda: controllers.leader_of(controllers.groups(state.load(lab.dir)))
-                 is None, LEASE_S + 5, "every controller stepping down without quorum")
-        t0 = time.time()
-        faults.fail(lab.dir, victim, "power-off")
-        # detection goes on: the controller whose share the victim is says
-        # it hears it no longer, while nothing is fenced or restarted for
-        # 12 s (what a leader needs to detect, fence and restart)
-        owner = lab.controller(Ring(CONTROLLERS).owner(victim) or "")
-        reported = wait_for(lambda: victim in silent_at(lab, owner["url"]), 12,
-                            f"{victim} never reported silent without quorum", every_s=0.5)
-        time.sleep(max(0.0, t0 + 12 - time.time()))
-        assert reported
-        assert lab.events("host.fenced", victim, since) == []
-        assert lab.power_offs(victim) == offs
-        for name in moved:
+        try:
+            wait_for(lambda: controllers.leader_of(controllers.groups(state.load(lab.dir)))
+                     is None, 30, "every controller stepping down without quorum")
+            t0 = time.time()
+            faults.fail(lab.dir, victim, "power-off")
+            # detection goes on: the controller whose share the victim is says
+            # it hears it no longer, while nothing is fenced or restarted for
+            # 12 s (what a leader needs to detect, fence and restart)
+            owner = lab.controller(Ring(CONTROLLERS).owner(victim) or "")
+            reported = wait_for(lambda: victim in silent_at(lab, owner["url"]), 30,
+                                f"{victim} never reported silent without quorum", every_s=0.5)
+            time.sleep(max(0.0, t0 + 12 - time.time()))
+            assert reported
+            assert lab.events("host.fenced", victim, since) == []
+            assert lab.power_offs(victim) == offs
+            for name in moved:
                 assert lab.watcher.starts_since(domain_uuid(lab.ids[name]), t0) == []
-    finally:
-        for member in ("etcd2", "etcd3"):
-            faults.power_on(lab.dir, member)
-    lab.leader()
-    recovered(lab, moved, victim, t0)
-    assert lab.events("host.fenced", victim, since)
-    back_up(lab, victim)
+        finally:
+            for member in ("etcd2", "etcd3"):
+                faults.power_on(lab.dir, member)
+        lab.leader()
+        recovered(lab, moved, victim, t0)
+        assert lab.events("host.fenced", victim, since)
+    finally:  # the next test needs it back, whatever happened here
+        back_up(lab, victim)
 
 
 def silent_at(lab: Lab, url: str) -> list[str]:
@@ -445,7 +451,7 @@ def test_rolling_restart_of_every_controller_suspects_no_host(lab: Lab) -> None:
     for name in ("controller1", "controller2", "controller3"):
         pid = lab.controller(name)["pid"]
         os.kill(pid, signal.SIGTERM)  # a clean stop: it resigns its lease
-        wait_for(lambda p=pid: not net.alive(p), 30, f"{name} stopped")
+        wait_for(lambda p=pid: not net.alive(p), 60, f"{name} stopped")
         restart(lab, name)
         lab.leader()
     time.sleep(3)
