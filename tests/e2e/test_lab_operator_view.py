@@ -106,12 +106,12 @@ def test_power_off_seen_live_predicted_by_whatif_and_measured(lab: dict[str, Any
         faults.fail(lab["dir"], "host1", "power-off")
         page.wait_for_selector('[data-host="host1"][data-state="fenced"], '
                                '[data-host="host1"][data-state="recovering"], '
-                               '[data-host="host1"][data-state="recovered"]', timeout=60_000)
+                               '[data-host="host1"][data-state="recovered"]', timeout=120_000)
         page.screenshot(path=str(artifacts() / "lab-failure.png"), full_page=True)
         for name, target in expected.items():  # the guests appear on their new hosts
             page.wait_for_selector(f'[data-host="{target}"] [data-instance="{name}"]',
-                                   timeout=90_000)
-        page.wait_for_selector('[data-host="host1"][data-state="recovered"]', timeout=60_000)
+                                   timeout=180_000)
+        page.wait_for_selector('[data-host="host1"][data-state="recovered"]', timeout=120_000)
         states = page.evaluate("window.__states")
         assert page.evaluate("window.__notReloaded") is True
         assert "failed" in states and "fenced" in states, states
@@ -139,5 +139,7 @@ def test_power_off_seen_live_predicted_by_whatif_and_measured(lab: dict[str, Any
                   for p in ("detect", "fence", "dispatch", "verify", "total")]
         return got if all(c >= 1 for c in counts) else None
 
-    got = wait_for(histograms, 15, "recovery histograms in /metrics")
-    assert 0 < got["vmha_recovery_total_seconds_sum"] < 120
+    got = wait_for(histograms, 60, "recovery histograms in /metrics")
+    # seconds, not ms: the one recovery ended within this test's waits (how
+    # fast it is: bench/mttr_lab.py)
+    assert 0 < got["vmha_recovery_total_seconds_sum"] < 600

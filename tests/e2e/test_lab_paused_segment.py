@@ -119,7 +119,7 @@ def outcome(tmp_path_factory: pytest.TempPathFactory, lab_ready: None) -> Iterat
             faults.fail(lab_dir, host, "network-down")
         for name in ("vm1", "vm2", "vm3"):
             wait_for(lambda n=name: app_answers(vms.status(lab_dir)["instances"][n]["address"])
-                     and vms.status(lab_dir)["instances"][n]["host"] in SURVIVORS, 150,
+                     and vms.status(lab_dir)["instances"][n]["host"] in SURVIVORS, 300,
                      f"{name} running again on a survivor")
         yield Outcome(_events(client, since), {h: _job_of(client, h) for h in CUT},
                       lab_ops.status(lab_dir)["hosts"], vms.status(lab_dir)["instances"],
