@@ -233,7 +233,7 @@ def _remove_stale(conn: Any, libvirt: Any, name: str) -> None:
     dom.undefine()
 
 
-def _get(path: str, timeout: float = 1.0) -> tuple[int, str]:
+def _get(path: str, timeout: float = 5.0) -> tuple[int, str]:
     c = http.client.HTTPConnection(GUEST_IP, 8080, timeout=timeout)
     try:
         c.request("GET", path)
@@ -245,9 +245,12 @@ def _get(path: str, timeout: float = 1.0) -> tuple[int, str]:
 
 def _health() -> tuple[int, str] | None:
     try:
-        return _get("/health", 0.5)
+        return _get("/health", 2.0)  # (a TCG guest on a busy machine answers late)
     except OSError:
         return None
+
+
+BOOT_S = 120  # a TCG boot on a busy machine has taken over 30 s (the lab's launch waits 90)
 
 
 def _boot(g: Guest) -> float:
@@ -256,11 +259,11 @@ def _boot(g: Guest) -> float:
         g.dom.destroy()
     t0 = time.monotonic()
     g.dom.create()
-    while time.monotonic() - t0 < 30:
+    while time.monotonic() - t0 < BOOT_S:
         if _health() is not None:
             return time.monotonic() - t0
         time.sleep(0.1)
-    pytest.fail(f"guest did not answer /health within 30 s; console:\n{_console(g)}")
+    pytest.fail(f"guest did not answer /health within {BOOT_S} s; console:\n{_console(g)}")
 
 
 def _console(g: Guest) -> str:
@@ -284,14 +287,14 @@ def test_guest_boots_answers_health_and_the_guest_agent(libvirt_mod: Any, guest:
     boot_s = _boot(guest)
     assert _health() == (200, "ok vm1\n")
     ready = f"vmha-guest: ready name=vm1 ip={GUEST_IP}"
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 30
     while ready not in _console(guest) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert ready in _console(guest)
     if image_info(guest.image.initrd.parent)["qemu_ga"]:
         t0 = time.monotonic()
         reply = None
-        while reply is None and time.monotonic() - t0 < 15:
+        while reply is None and time.monotonic() - t0 < 60:
             try:
                 reply = libvirt_qemu.qemuAgentCommand(guest.dom, '{"execute":"guest-ping"}', 2, 0)
             except libvirt_mod.libvirtError:
@@ -301,7 +304,7 @@ def test_guest_boots_answers_health_and_the_guest_agent(libvirt_mod: Any, guest:
 
 
 def _fail(mode: str) -> float:
-    status, body = _get(f"/cgi-bin/fail?mode={mode}", 2.0)
+    status, body = _get(f"/cgi-bin/fail?mode={mode}")
     assert (status, body) == (202, f"fail {mode} accepted by vm1\n")
     return time.monotonic()
 
@@ -318,13 +321,13 @@ def test_stop_watchdog_fires_the_watchdog_then_app_kill_is_silent(
     if _health() is None:
         _boot(guest)
     t = _fail("stop-watchdog")
-    ev = guest.events.wait(lambda e: e[1] == "watchdog", t, WDT + 3)
+    ev = guest.events.wait(lambda e: e[1] == "watchdog", t, WDT + 30)
     assert ev is not None, f"no WATCHDOG event; console:\n{_console(guest)}"
     assert ev[2] == libvirt_mod.VIR_DOMAIN_EVENT_WATCHDOG_NONE
     assert _health() == (200, "ok vm1\n")  # only the feeder died
     print(f"\nstop-watchdog -> WATCHDOG event after {ev[0] - t:.2f} s")
     t = _fail("app-kill")
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 30
     while _health() is not None and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _health() is None
@@ -337,7 +340,7 @@ def test_panic_is_a_crashed_event_and_state(libvirt_mod: Any, guest: Guest) -> N
     _boot(guest)
     t = _fail("panic")
     ev = guest.events.wait(lambda e: e[1] == "lifecycle"
-                           and e[2] == libvirt_mod.VIR_DOMAIN_EVENT_CRASHED, t, 2.0)
+                           and e[2] == libvirt_mod.VIR_DOMAIN_EVENT_CRASHED, t, 30.0)
     assert ev is not None, f"no CRASHED event; console:\n{_console(guest)}"
     assert ev[3] == libvirt_mod.VIR_DOMAIN_EVENT_CRASHED_PANICKED
     assert guest.dom.state()[0] == libvirt_mod.VIR_DOMAIN_CRASHED
@@ -347,7 +350,7 @@ def test_panic_is_a_crashed_event_and_state(libvirt_mod: Any, guest: Guest) -> N
 def test_hang_stops_everything_and_fires_the_watchdog(guest: Guest) -> None:
     _boot(guest)
     t = _fail("hang")
-    ev = guest.events.wait(lambda e: e[1] == "watchdog", t, WDT + 3)
+    ev = guest.events.wait(lambda e: e[1] == "watchdog", t, WDT + 30)
     assert ev is not None, f"no WATCHDOG event after hang; console:\n{_console(guest)}"
     assert _health() is None
     print(f"\nhang -> WATCHDOG event after {ev[0] - t:.2f} s")
